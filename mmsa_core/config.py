@@ -1,0 +1,121 @@
+"""Configuration: dataclasses, loadable from YAML and overridable from the command line (``key.sub=value``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .utils import stable_hash
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synth"  # "synth" (the embedded default) or the path of an MMSA pickle
+    synth_shape: str = "small"  # "small" (CI-sized) or "mosi" (full MOSI shapes)
+    synth_seed: int = 0
+    name: str | None = None  # name in results (default: "synth-<shape>" or the file's stem)
+    label_range: tuple[float, float] | None = None  # default: [-1, 1] for SIMS files, else [-3, 3]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_frac: float = 0.1  # linear warm-up over this fraction of the optimiser steps, then cosine to 0
+    grad_clip: float | None = None
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU
+    compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
+    seed: int = 1111
+    protocol: str = "A"  # missing-data protocol used in training: "A" (token/frame) or "B" (whole modality)
+    train_level: float | None = None  # A: None = per-sample random rates; B: eta (default 0.7)
+    select_level: float | None = None  # validation corruption for model selection (default 0.5 for A, 0.7 for B)
+    eval_seed: int = 0  # seed of the test corruption: the same for every model and training seed
+    eval_batch_size: int = 256
+    device: str = "auto"
+    threads: int | None = None
+    deterministic: bool = True
+    progress: bool = True
+    out_dir: str = "runs/default"
+
+
+@dataclass
+class RunConfig:
+    model: str = "baseline"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model_config: dict = field(default_factory=dict)  # overrides of the model's own config dataclass
+
+
+def from_dict(cls, d: dict | None, where: str = "config"):
+    """Build dataclass ``cls`` from a dict, recursively; unknown keys are an error that lists the valid ones."""
+    d = dict(d or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t) and isinstance(v, dict):
+            v = from_dict(t, v, f"{where}.{k}")
+        elif typing.get_origin(t) in (tuple, typing.Union, None) and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["train.epochs=3", "model_config.text.kind=tiny"]`` -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
+        key, val = item.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(val)
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    d = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        d = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(d).__name__}")
+    return from_dict(RunConfig, merge(d, overrides or {}), str(path or "config"))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of everything that changes the results (not where they go, nor progress bars or the device)."""
+    d = asdict(cfg)
+    for k in ("out_dir", "progress", "device", "eval_batch_size"):
+        d["train"].pop(k, None)
+    return stable_hash(d)
+
+
+def to_yaml(cfg) -> str:
+    return yaml.safe_dump(asdict(cfg), sort_keys=False)

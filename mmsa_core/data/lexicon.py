@@ -1,0 +1,102 @@
+"""The embedded dataset's English lexicon: our own word list and sentiment scores.
+
+Every word is a single WordPiece token of the bert-base-uncased vocabulary (which all-MiniLM-L6-v2 shares);
+the ids are that vocabulary's, checked by a test against the packaged tokenizer. Scores are ours, on a
+rough -3..3 scale; negations flip the next sentiment word, intensifiers scale it.
+"""
+
+UNK_ID, CLS_ID, SEP_ID, PAD_ID = 100, 101, 102, 0
+
+# word: (token id, score)
+SENTIMENT = {
+    "good": (2204, 1.2),
+    "great": (2307, 2.0),
+    "excellent": (6581, 2.4),
+    "amazing": (6429, 2.4),
+    "wonderful": (6919, 2.2),
+    "love": (2293, 2.2),
+    "loved": (3866, 2.2),
+    "fantastic": (10392, 2.4),
+    "brilliant": (8235, 2.3),
+    "enjoyable": (22249, 1.5),
+    "fun": (4569, 1.3),
+    "funny": (6057, 1.2),
+    "beautiful": (3376, 1.8),
+    "perfect": (3819, 2.5),
+    "best": (2190, 2.2),
+    "nice": (3835, 1.0),
+    "happy": (3407, 1.4),
+    "pleasant": (8242, 1.0),
+    "charming": (11951, 1.4),
+    "superb": (21688, 2.4),
+    "touching": (7244, 1.3),
+    "awesome": (12476, 2.2),
+    "impressive": (8052, 1.7),
+    "entertaining": (14036, 1.4),
+    "delightful": (26380, 1.9),
+    "solid": (5024, 0.9),
+    "decent": (11519, 0.6),
+    "fine": (2986, 0.5),
+    "clever": (12266, 1.2),
+    "fresh": (4840, 0.8),
+    "strong": (2844, 1.0),
+    "smart": (6047, 1.0),
+    "sweet": (4086, 1.1),
+    "lovely": (8403, 1.8),
+    "powerful": (3928, 1.4),
+    "moving": (3048, 1.2),
+    "enjoyed": (5632, 1.6),
+    "interesting": (5875, 0.9),
+    "worth": (4276, 1.0),
+    "exciting": (10990, 1.5),
+    "bad": (2919, -1.4),
+    "terrible": (6659, -2.4),
+    "awful": (9643, -2.4),
+    "horrible": (9202, -2.5),
+    "boring": (11771, -1.6),
+    "hate": (5223, -2.3),
+    "hated": (6283, -2.3),
+    "worst": (5409, -2.6),
+    "poor": (3532, -1.3),
+    "weak": (5410, -1.0),
+    "stupid": (5236, -1.8),
+    "dull": (10634, -1.3),
+    "ugly": (9200, -1.4),
+    "annoying": (15703, -1.5),
+    "disappointing": (15640, -1.8),
+    "mess": (6752, -1.5),
+    "waste": (5949, -2.0),
+    "sad": (6517, -1.0),
+    "painful": (9145, -1.7),
+    "pointless": (23100, -1.8),
+    "slow": (4030, -0.8),
+    "silly": (10021, -0.7),
+    "lame": (20342, -1.4),
+    "cheap": (10036, -0.9),
+    "wrong": (3308, -1.0),
+    "fail": (8246, -1.6),
+    "failed": (3478, -1.6),
+    "confusing": (16801, -1.1),
+    "predictable": (21425, -0.8),
+    "lazy": (13971, -1.2),
+    "angry": (4854, -1.3),
+    "tired": (5458, -0.7),
+    "sick": (5305, -1.0),
+    "bland": (20857, -1.1),
+    "messy": (18307, -1.0),
+    "ridiculous": (9951, -1.3),
+}
+# word: token id
+NEGATIONS = {"not": 2025, "never": 2196, "no": 2053, "hardly": 6684}
+# word: (token id, multiplier)
+INTENSIFIERS = {"very": (2200, 1.5), "really": (2428, 1.4), "so": (2061, 1.3), "extremely": (5186, 1.8), "quite": (3243, 1.2), "pretty": (3492, 1.2), "totally": (6135, 1.6), "super": (3565, 1.6), "absolutely": (7078, 1.8)}
+# word: token id
+NEUTRAL = {
+    "the": 1996, "a": 1037, "movie": 3185, "film": 2143, "this": 2023, "it": 2009, "was": 2001, "is": 2003,
+    "and": 1998, "i": 1045, "of": 1997, "to": 2000, "that": 2008, "story": 2466, "actor": 3364, "actors": 5889,
+    "plot": 5436, "scene": 3496, "scenes": 5019, "character": 2839, "characters": 3494, "about": 2055, "with": 2007, "but": 2021,
+    "just": 2074, "like": 2066, "think": 2228, "one": 2028, "time": 2051, "watch": 3422, "watched": 3427, "saw": 2387,
+    "then": 2059, "there": 2045, "they": 2027, "he": 2002, "she": 2016, "we": 2057, "you": 2017, "director": 2472,
+    "music": 2189, "ending": 4566, "part": 2112, "kind": 2785, "thing": 2518, "lot": 2843, "bit": 2978, "way": 2126,
+    "people": 2111, "end": 2203, "year": 2095, "book": 2338, "show": 2265,
+}

@@ -1,0 +1,75 @@
+"""Regression metrics with the MMSA definitions (``shared/spec/protocols.md``).
+
+MOSI / MOSEI (``mosi_metrics``): Acc-2 and weighted F1 "has-0" (y < 0 vs y >= 0, all samples) and "non-0"
+(samples with y != 0 only), Acc-7 / Acc-5 (round after clipping to [-3, 3] / [-2, 2]), MAE, Pearson Corr.
+SIMS (``sims_metrics``): after clipping to [-1, 1], Acc-2 / Acc-3 / Acc-5 over fixed bins, weighted F1 on the
+Acc-2 bins, MAE, Corr. Accuracies and F1 are fractions in [0, 1]; the book shows them as percentages.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def weighted_f1(y_true, y_pred) -> float:
+    """F1 per class of ``y_true``, averaged with weights = class support (sklearn's ``average='weighted'``)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    total, score = len(y_true), 0.0
+    for c in np.unique(y_true):
+        tp = np.sum((y_pred == c) & (y_true == c))
+        fp = np.sum((y_pred == c) & (y_true != c))
+        fn = np.sum((y_pred != c) & (y_true == c))
+        f1 = 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
+        score += f1 * np.sum(y_true == c) / total
+    return float(score)
+
+
+def pearson(p, y) -> float:
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    if p.std() == 0 or y.std() == 0:
+        return 0.0  # undefined for a constant prediction; 0 is what a reader expects to see
+    return float(np.corrcoef(p, y)[0, 1])
+
+
+def mosi_metrics(pred, label) -> dict[str, float]:
+    p = np.asarray(pred, np.float64).reshape(-1)
+    y = np.asarray(label, np.float64).reshape(-1)
+    nz = y != 0
+    out = {
+        "Acc-2 has-0": float(np.mean((p >= 0) == (y >= 0))),
+        "F1 has-0": weighted_f1(y >= 0, p >= 0),
+        "Acc-2 non-0": float(np.mean((p[nz] > 0) == (y[nz] > 0))) if nz.any() else float("nan"),
+        "F1 non-0": weighted_f1(y[nz] > 0, p[nz] > 0) if nz.any() else float("nan"),
+        "Acc-7": float(np.mean(np.round(np.clip(p, -3, 3)) == np.round(np.clip(y, -3, 3)))),
+        "Acc-5": float(np.mean(np.round(np.clip(p, -2, 2)) == np.round(np.clip(y, -2, 2)))),
+        "MAE": float(np.mean(np.abs(p - y))),
+        "Corr": pearson(p, y),
+    }
+    return out
+
+
+def _bins(x, edges):
+    """Class index of each value for left-open bins (e0, e1], (e1, e2], ... with the first bin closed."""
+    return np.searchsorted(np.asarray(edges[1:-1]), x, side="left")
+
+
+SIMS_BINS = {
+    "Acc-2": (-1.0, 0.0, 1.0),
+    "Acc-3": (-1.0, -0.1, 0.1, 1.0),
+    "Acc-5": (-1.0, -0.7, -0.1, 0.1, 0.7, 1.0),
+}
+
+
+def sims_metrics(pred, label) -> dict[str, float]:
+    p = np.clip(np.asarray(pred, np.float64).reshape(-1), -1, 1)
+    y = np.clip(np.asarray(label, np.float64).reshape(-1), -1, 1)
+    out = {k: float(np.mean(_bins(p, e) == _bins(y, e))) for k, e in SIMS_BINS.items()}
+    out["F1"] = weighted_f1(_bins(y, SIMS_BINS["Acc-2"]), _bins(p, SIMS_BINS["Acc-2"]))
+    out["MAE"] = float(np.mean(np.abs(p - y)))
+    out["Corr"] = pearson(p, y)
+    return out
+
+
+def compute(pred, label, language: str = "en") -> dict[str, float]:
+    """The metric set of the dataset: SIMS definitions for Chinese (``language='zh'``), MOSI otherwise."""
+    return sims_metrics(pred, label) if language == "zh" else mosi_metrics(pred, label)

@@ -1,0 +1,31 @@
+"""Models by name. Each entry: (config dataclass, model class); a model is built as ``cls(cfg, data_spec)``."""
+
+from __future__ import annotations
+
+from ..data.mmsa import DataSpec
+from .baseline import BaselineConfig, LateFusionBaseline
+from .common import ModelOutput
+
+MODELS = {
+    "baseline": (BaselineConfig, LateFusionBaseline),
+}
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_model_class(name: str):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {model_names()}")
+    return MODELS[name]
+
+
+def build_model(name: str, cfg, spec: DataSpec):
+    cfg_cls, cls = get_model_class(name)
+    if not isinstance(cfg, cfg_cls):
+        raise TypeError(f"model {name!r} takes a {cfg_cls.__name__}, got {type(cfg).__name__}")
+    return cls(cfg, spec)
+
+
+__all__ = ["MODELS", "ModelOutput", "build_model", "get_model_class", "model_names"]

@@ -1,0 +1,125 @@
+"""Building blocks shared by the models: pre-norm Transformers with fused attention, pooling, gradient reversal.
+
+Attention follows the layout of the LNLN authors' blocks (a LayerNorm on each of the q, k, v inputs, bias-free
+q/k/v projections, inner width heads x dim_head, output projection with bias), computed with
+``torch.nn.functional.scaled_dot_product_attention``. Masks are boolean, True = a position that may be attended.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean over dim 1 of (B, L, D) where ``mask`` (B, L) is True; zero for a sample with no valid position."""
+    if mask is None:
+        return x.mean(1)
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, norm_qkv: bool = True, dropout: float = 0.0):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dropout = heads, dropout
+        self.norm_q = nn.LayerNorm(dim) if norm_qkv else nn.Identity()
+        self.norm_k = nn.LayerNorm(dim) if norm_qkv else nn.Identity()
+        self.norm_v = nn.LayerNorm(dim) if norm_qkv else nn.Identity()
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_k = nn.Linear(dim, inner, bias=False)
+        self.to_v = nn.Linear(dim, inner, bias=False)
+        self.to_out = nn.Linear(inner, dim)
+
+    def forward(self, q, k, v, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        # q: (B, Lq, D); k, v: (B, Lk, D); key_mask: (B, Lk) bool
+        B, Lq, _ = q.shape
+        Lk = k.shape[1]
+        split = lambda t, L: t.view(B, L, self.heads, -1).transpose(1, 2)  # noqa: E731  (B, H, L, dh)
+        q = split(self.to_q(self.norm_q(q)), Lq)
+        k = split(self.to_k(self.norm_k(k)), Lk)
+        v = split(self.to_v(self.norm_v(v)), Lk)
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Lk)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.to_out(out.transpose(1, 2).reshape(B, Lq, -1))  # (B, Lq, D)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm layer: x + Attn(x, ctx, ctx); x + MLP(x). Self-attention when ``ctx`` is None."""
+
+    def __init__(self, dim, heads=8, dim_head=64, mlp_dim=128, dropout=0.0):
+        super().__init__()
+        self.attn = Attention(dim, heads, dim_head, dropout=dropout)
+        self.ff = FeedForward(dim, mlp_dim, dropout)
+
+    def forward(self, x, mask=None, ctx=None, ctx_mask=None):
+        if ctx is None:
+            x = x + self.attn(x, x, x, mask)
+        else:
+            x = x + self.attn(x, ctx, ctx, ctx_mask)
+        return x + self.ff(x)
+
+
+class Transformer(nn.Module):
+    """A stack of pre-norm layers. ``forward`` returns the last state, or with ``return_all`` the list of
+    hidden states [input, after layer 1, ..., after layer depth]."""
+
+    def __init__(self, dim, depth, heads=8, dim_head=64, mlp_dim=128, dropout=0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim_head, mlp_dim, dropout) for _ in range(depth))
+
+    def forward(self, x, mask=None, return_all: bool = False):
+        states = [x]
+        for layer in self.layers:
+            x = layer(x, mask)
+            states.append(x)
+        return states if return_all else x
+
+
+class SummaryTransformer(nn.Module):
+    """Token-summarising Transformer: ``n_summary`` learned tokens are prepended to a sequence of length
+    ``seq_len``, a learned positional embedding is added, and the first ``n_summary`` outputs are returned."""
+
+    def __init__(self, dim, seq_len, n_summary=8, depth=2, heads=8, dim_head=64, mlp_dim=128, dropout=0.0,
+                 summary_init: float = 0.0):
+        super().__init__()
+        self.n_summary = n_summary
+        self.summary = nn.Parameter(torch.full((1, n_summary, dim), float(summary_init)))
+        self.pos = nn.Parameter(torch.randn(1, seq_len + n_summary, dim) * 0.02)
+        self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: (B, L, D); mask: (B, L) bool
+        B, L, _ = x.shape
+        x = torch.cat([self.summary.expand(B, -1, -1), x], 1) + self.pos[:, : L + self.n_summary]  # (B, T+L, D)
+        if mask is not None:
+            mask = torch.cat([mask.new_ones(B, self.n_summary), mask], 1)  # (B, T+L)
+        return self.transformer(x, mask)[:, : self.n_summary]  # (B, T, D)
+
+
+class _GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``-scale`` in the backward pass."""
+    return _GradReverse.apply(x, scale)

