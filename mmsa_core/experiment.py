@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +21,7 @@ from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
 from .evaluate import sweep
 from .models import build_model, get_model_class
+from .models.common import Stage
 from .train import fit
 from .utils import device_name, git_commit, resolve_device, set_seed
 
@@ -68,10 +69,20 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     h = config_hash(cfg)
     meta = {"model_name": cfg.model, "model_config": asdict(mcfg), "data_spec": asdict(ds.spec), "config_hash": h}
     t0 = time.perf_counter()
-    res = fit(model, ds, t, out, h, meta)
+    stages = model.stages(t) if hasattr(model, "stages") else [Stage("main")]
+    for st in stages:  # each stage resumes on its own; a finished stage only reloads its best weights
+        if st.prepare is not None:
+            st.prepare(model)
+        st_cfg = replace(t, **st.train_overrides)
+        st_out = out if len(stages) == 1 else out / st.name
+        res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name})
     device = resolve_device(t.device)
     test = ds["test"].data.to(device)
     amp = t.amp and device.type == "cuda"
+    if len(stages) > 1:  # the last stage's selected checkpoint is the run's
+        import shutil
+
+        shutil.copyfile(out / stages[-1].name / "best.pt", out / "best.pt")
     records = []
     for proto in ("A", "B"):  # every model is tested under both protocols; "train_protocol" says how it was trained
         records += sweep(model, test, ds.spec, proto, t.eval_seed, "test", batch_size=t.eval_batch_size, amp=amp)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -16,3 +17,13 @@ class ModelOutput:
 
 def sentiment_loss(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.mse_loss(pred.float(), labels.float())
+
+
+@dataclass
+class Stage:
+    """One training stage. A model with several (ProMMA: pretrain on complete data, then adapt prompts) defines
+    ``stages(train_cfg) -> list[Stage]``; a model without that method trains in one stage."""
+
+    name: str
+    train_overrides: dict = field(default_factory=dict)  # TrainConfig fields to change for this stage
+    prepare: Callable | None = None  # called with the model before the stage trains (freeze, copy a teacher...)
