@@ -1,8 +1,9 @@
-"""Command line: ``python -m mmsa_core {synth,train,evaluate,sweep} --help``."""
+"""Command line: ``python -m mmsa_core {synth,train,evaluate,sweep,reproduce,tables} --help``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ def _common_run_args(p):
     p.add_argument("--config", help="YAML file with model / data / train / model_config sections")
     p.add_argument("--model", help="model name (baseline, ...)")
     p.add_argument("--data", help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
-    p.add_argument("--protocol", choices=["A", "B"], help="missing-data protocol for training")
+    p.add_argument("-p", "--protocol", choices=["A", "B"], help="missing-data protocol for training")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="output folder (default runs/<model>-<protocol>-<seed>)")
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
         p.add_argument("--checkpoint", required=True, help="best.pt written by train")
         p.add_argument("--data", default="synth", help="'synth' or the path of an MMSA pickle")
         p.add_argument("--split", default="test", choices=["train", "valid", "test"])
-        p.add_argument("--protocol", default="A", choices=["A", "B"])
+        p.add_argument("-p", "--protocol", default="A", choices=["A", "B"])
         p.add_argument("--eval-seed", type=int, default=0)
         p.add_argument("--device", default="auto")
         if name == "evaluate":
@@ -131,11 +132,18 @@ def main(argv=None) -> int:
             p.add_argument("--out", help="CSV file for the tidy records")
         p.set_defaults(fn=fn)
 
+    for name, mod, hlp in (("reproduce", "reproduce", "run (or finish) the grid models x protocols x seeds and collect its records"),
+                           ("tables", "results", "the book's tables (markdown or HTML) from a results folder")):
+        m = importlib.import_module(f".{mod}", __package__)
+        p = sub.add_parser(name, help=hlp, description=hlp)
+        m.add_arguments(p)
+        p.set_defaults(fn=m.cli)
+
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         a.fn(a)
-    except (DataError, ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (DataError, ConfigError, FileNotFoundError, ValueError, RuntimeError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class TrainConfig:
     protocol: str = "A"  # missing-data protocol used in training: "A" (token/frame) or "B" (whole modality)
     train_level: float | None = None  # A: None = per-sample random rates; B: eta (default 0.7)
     select_level: float | None = None  # validation corruption for model selection (default 0.5 for A, 0.7 for B)
+    track_test: bool = False  # also score the TEST split each epoch at select_level (history only, never selects)
     eval_seed: int = 0  # seed of the test corruption: the same for every model and training seed
     eval_batch_size: int = 256
     device: str = "auto"
@@ -67,12 +69,46 @@ def from_dict(cls, d: dict | None, where: str = "config"):
     kwargs = {}
     for k, v in d.items():
         t = hints[k]
-        if dataclasses.is_dataclass(t) and isinstance(v, dict):
+        if dataclasses.is_dataclass(t):
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}.{k}: expected a mapping of {t.__name__} fields, got {v!r}")
             v = from_dict(t, v, f"{where}.{k}")
-        elif typing.get_origin(t) in (tuple, typing.Union, None) and isinstance(v, list):
+        elif typing.get_origin(t) in (tuple, typing.Union, types.UnionType, None) and isinstance(v, list):
             v = tuple(v)
+        else:
+            v = _check_scalar(t, v, f"{where}.{k}")
         kwargs[k] = v
     return cls(**kwargs)
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _check_scalar(t, v, where: str):
+    """Check a value against a scalar annotation (bool, int, float, str, or one of them | None); any other
+    annotation passes unchecked. YAML reads ``1e-4`` as a string (it wants ``1.0e-4``): a float field converts
+    such strings; any other mismatch is a ConfigError that says what was expected."""
+    if typing.get_origin(t) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if v is None and len(args) < len(typing.get_args(t)):
+            return v
+        if len(args) != 1:
+            return v
+        t = args[0]
+    if t not in _SCALARS:
+        return v
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)  # bool is an int subclass: not a number here
+    ok = {float: number, int: number and isinstance(v, int), bool: isinstance(v, bool), str: isinstance(v, str)}
+    if ok[t]:
+        return v
+    if t is float and isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    if t is str and number:
+        return str(v)
+    raise ConfigError(f"{where}: expected {t.__name__}, got {v!r} ({type(v).__name__})")
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -114,6 +150,8 @@ def config_hash(cfg: RunConfig) -> str:
     d = asdict(cfg)
     for k in ("out_dir", "progress", "device", "eval_batch_size"):
         d["train"].pop(k, None)
+    if not d["train"].get("track_test"):  # off (the default) leaves the hashes of existing runs unchanged
+        d["train"].pop("track_test", None)
     return stable_hash(d)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import DataConfig, RunConfig, config_hash, from_dict, to_yaml
+from .config import DataConfig, RunConfig, config_hash, from_dict, load_config, to_yaml
 from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
 from .evaluate import sweep
@@ -65,8 +66,13 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     ds = dataset or load_dataset(cfg.data)
     mcfg = model_config(cfg)
     model = build_model(cfg.model, mcfg, ds.spec)
-    (out / "config.yaml").write_text(to_yaml(cfg))
     h = config_hash(cfg)
+    if (out / "config.yaml").is_file() and any(out.rglob("last.pt")):  # never overwrite the config of another run
+        old = config_hash(load_config(out / "config.yaml"))
+        if old != h:
+            raise RuntimeError(f"{out}: holds a run with config hash {old}, this run's is {h}; use another --out "
+                               "folder (or delete that one) to start afresh")
+    (out / "config.yaml").write_text(to_yaml(cfg))
     meta = {"model_name": cfg.model, "model_config": asdict(mcfg), "data_spec": asdict(ds.spec), "config_hash": h}
     t0 = time.perf_counter()
     stages = model.stages(t) if hasattr(model, "stages") else [Stage("main")]
@@ -107,8 +113,11 @@ def load_checkpoint(path, spec: DataSpec | None = None, device="cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    ck = torch.load(path, map_location=device, weights_only=False)
-    if "model_name" not in ck:
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:  # not a torch file, or cut short
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ck, dict) or "model_name" not in ck:
         raise ValueError(f"{path}: not a best.pt written by mmsa_core (no model_name)")
     cfg_cls, _ = get_model_class(ck["model_name"])
     mcfg = from_dict(cfg_cls, ck["model_config"], f"{path} model_config")

@@ -25,9 +25,11 @@ def weighted_f1(y_true, y_pred) -> float:
 
 
 def pearson(p, y) -> float:
-    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
-    if p.std() == 0 or y.std() == 0:
-        return 0.0  # undefined for a constant prediction; 0 is what a reader expects to see
+    p, y = np.asarray(p, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    # undefined for a constant prediction; 0 is what a reader expects to see. (Not ``std() == 0``: the std of
+    # three equal 0.7s is 1e-17, and corrcoef then returns rounding noise.)
+    if p.size < 2 or (p == p[0]).all() or (y == y[0]).all():
+        return 0.0
     return float(np.corrcoef(p, y)[0, 1])
 
 
@@ -49,8 +51,12 @@ def mosi_metrics(pred, label) -> dict[str, float]:
 
 
 def _bins(x, edges):
-    """Class index of each value for left-open bins (e0, e1], (e1, e2], ... with the first bin closed."""
-    return np.searchsorted(np.asarray(edges[1:-1]), x, side="left")
+    """Class index of each value for left-open bins (e0, e1], (e1, e2], ... with the first bin closed.
+
+    The edges are compared in ``x``'s own precision, as MMSA does: a float32 label 0.1 (0.100000001...) lies on
+    the edge 0.1, in (-0.1, 0.1], and is not pushed into (0.1, 1] by a float64 comparison."""
+    x = np.asarray(x)
+    return np.searchsorted(np.asarray(edges[1:-1], dtype=x.dtype), x, side="left")
 
 
 SIMS_BINS = {
@@ -61,10 +67,14 @@ SIMS_BINS = {
 
 
 def sims_metrics(pred, label) -> dict[str, float]:
-    p = np.clip(np.asarray(pred, np.float64).reshape(-1), -1, 1)
-    y = np.clip(np.asarray(label, np.float64).reshape(-1), -1, 1)
+    def clipped(x):  # floats keep their precision for the bins (see _bins); anything else becomes float64
+        x = np.asarray(x).reshape(-1)
+        return np.clip(x if x.dtype.kind == "f" else x.astype(np.float64), -1, 1)
+
+    p, y = clipped(pred), clipped(label)
     out = {k: float(np.mean(_bins(p, e) == _bins(y, e))) for k, e in SIMS_BINS.items()}
     out["F1"] = weighted_f1(_bins(y, SIMS_BINS["Acc-2"]), _bins(p, SIMS_BINS["Acc-2"]))
+    p, y = p.astype(np.float64), y.astype(np.float64)
     out["MAE"] = float(np.mean(np.abs(p - y)))
     out["Corr"] = pearson(p, y)
     return out

@@ -87,6 +87,7 @@ def protocol_a(data: Batch, rate: float | None, seed: int, epoch: int, split: st
     ``rate=None`` is the training distribution: per sample and modality r ~ U(0, 1), and r = 0 for a
     random half of the samples (drawn per modality). A fixed ``rate`` applies to every sample (test).
     """
+    rate = None if rate is None else float(rate)  # 0.5, np.float64(0.5) and 1 vs 1.0: the same seed, the same draw
     g = generator("A", seed, epoch, split, rate)
     cans = droppable(data)
     n = len(data)
@@ -114,6 +115,7 @@ def protocol_b(data: Batch, eta: float | None = None, seed: int = 0, epoch: int 
     else:
         if eta is None or not 0.0 <= eta <= 1.0:
             raise ValueError(f"protocol B: eta must be in [0, 1], got {eta}")
+        eta = float(eta)  # the same draw for 1 and 1.0, or a NumPy float
         g = generator("B", seed, epoch, split, eta)
         incomplete = torch.rand(n, generator=g) < eta
         modes = torch.where(incomplete, torch.randint(1, 7, (n,), generator=g), torch.zeros(n, dtype=torch.long))
@@ -134,12 +136,15 @@ def draw(protocol: str, data: Batch, level: float | None, seed: int, epoch: int,
 
 def apply(batch: Batch, plan: MissingPlan, unk_id: int) -> Batch:
     """Corrupt ``batch`` by ``plan`` (already indexed to the batch): dropped tokens become ``unk_id`` and
-    their features zero; dropped frames become zero vectors and leave the masks. Keeps the complete batch."""
+    their features zero; dropped frames become zero vectors and leave the masks. Keeps the complete batch.
+    A missing text modality (``present[:, 0]`` False) has ALL its features zeroed, [CLS]/[SEP] included: in real
+    pickles the [CLS] feature is contextual BERT output and would leak the sentence."""
     plan = plan.to(batch.labels.device)
     tk, ak, vk = plan.text_keep, plan.audio_keep, plan.vision_keep
+    feat_keep = tk & (plan.present[:, :1] | ~batch.text_mask.bool())  # padding is never touched
     return batch.with_(
         text_ids=torch.where(tk, batch.text_ids, torch.full_like(batch.text_ids, unk_id)),
-        text_feat=batch.text_feat * tk[..., None].to(batch.text_feat.dtype),
+        text_feat=batch.text_feat * feat_keep[..., None].to(batch.text_feat.dtype),
         audio=batch.audio * ak[..., None].to(batch.audio.dtype),
         audio_mask=batch.audio_mask & ak,
         vision=batch.vision * vk[..., None].to(batch.vision.dtype),

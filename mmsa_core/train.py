@@ -69,11 +69,13 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
+    # .cpu(): last.pt is loaded with map_location=<the run's device>, which moves these ByteTensors to the GPU,
+    # and torch / torch.cuda only accept RNG states as CPU ByteTensors
+    torch.set_rng_state(st["torch"].cpu())
     np.random.set_state(st["numpy"])
     random.setstate(st["python"])
     if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
 
 
 def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir, config_hash: str,
@@ -87,6 +89,7 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     spec = dataset.spec
     train = dataset["train"].data.to(device)
     valid = dataset["valid"].data.to(device)
+    test = dataset["test"].data.to(device) if cfg.track_test else None  # cfg.track_test: history only
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = math.ceil(len(train) / cfg.batch_size)
@@ -144,11 +147,14 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
             for k, v in res.losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             if not math.isfinite(float(loss.detach())):
-                raise FloatingPointError(f"epoch {epoch + 1}: loss is {float(loss)} at batch {i}; lower the lr or check the data")
+                raise FloatingPointError(f"epoch {epoch + 1}: loss is {float(loss.detach())} at batch {i}; lower the lr or check the data")
         val = evaluate(model, valid, spec, cfg.protocol, level, cfg.eval_seed, "valid",
                        batch_size=cfg.eval_batch_size, amp=use_amp)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{f"train_{k}": v / len(train) for k, v in sums.items()},
                **{f"valid_{k}": v for k, v in val.items()}}
+        if test is not None:  # the authors' practice (best TEST epoch), recorded for comparison; never selects
+            row.update({f"test_{k}": v for k, v in evaluate(model, test, spec, cfg.protocol, level, cfg.eval_seed, "test",
+                                                             batch_size=cfg.eval_batch_size, amp=use_amp).items()})
         history.append(row)
         score = val[select_metric]
         if (score < best_score) if lower else (score > best_score):

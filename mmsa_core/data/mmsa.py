@@ -152,7 +152,8 @@ def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) ->
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
         raise DataError(f"{path}: split {split!r}: missing key(s) {missing}; expected at least {list(REQUIRED_KEYS)}")
-    text = _array(path, split, "text", d["text"], 3)
+    with np.errstate(over="ignore"):  # float32 before the finite check: a value beyond float32 becomes inf there
+        text = _array(path, split, "text", d["text"], 3).astype(np.float32, copy=False)
     text_bert = _array(path, split, "text_bert", d["text_bert"], 3)
     audio = _array(path, split, "audio", d["audio"], 3).astype(np.float32)
     vision = _array(path, split, "vision", d["vision"], 3).astype(np.float32)
@@ -167,7 +168,7 @@ def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) ->
         raise DataError(f"{path}: split {split!r} key 'text_bert': expected shape (N, 3, L_t) [ids, mask, segments], got {text_bert.shape}")
     if text_bert.shape[2] != text.shape[1]:
         raise DataError(f"{path}: split {split!r} key 'text_bert': expected L_t = {text.shape[1]} (as 'text'), got {text_bert.shape[2]}")
-    for key, arr in (("text", text), ("vision", vision), ("regression_labels", labels)):
+    for key, arr in (("text", text), ("text_bert", text_bert), ("vision", vision), ("regression_labels", labels)):
         if not np.isfinite(arr).all():
             bad = int((~np.isfinite(arr)).sum())
             raise DataError(f"{path}: split {split!r} key {key!r}: expected finite values, found {bad} NaN/inf")
@@ -189,10 +190,11 @@ def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) ->
         key = f"{m}_lengths"
         if key in d:
             ln = _array(path, split, key, d[key], 1).astype(np.int64)
-            if ln.shape[0] != n or ln.min() < 0 or ln.max() > arr.shape[1]:
+            if ln.shape[0] != n or ln.min(initial=0) < 0 or ln.max(initial=0) > arr.shape[1]:
+                got = f"in [{ln.min()}, {ln.max()}]" if ln.size else "(none)"  # min() of nothing would raise
                 raise DataError(
                     f"{path}: split {split!r} key {key!r}: expected {n} lengths in [0, {arr.shape[1]}], "
-                    f"got {ln.shape[0]} values in [{ln.min()}, {ln.max()}]"
+                    f"got {ln.shape[0]} values {got}"
                 )
         else:  # aligned pickles carry no lengths: every frame is valid
             ln = np.full(n, arr.shape[1], dtype=np.int64)
@@ -213,6 +215,9 @@ def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) ->
     )
     ids = [str(x) for x in d.get("id", range(n))]
     raw = [str(x) for x in d.get("raw_text", [""] * n)]
+    for key, vals in (("id", ids), ("raw_text", raw)):
+        if len(vals) != n:
+            raise DataError(f"{path}: split {split!r} key {key!r}: expected {n} entries (as regression_labels), got {len(vals)}")
     return Split(split, data, ids, raw)
 
 
@@ -227,7 +232,7 @@ def load_mmsa(path, name: str | None = None, label_range: tuple[float, float] | 
     try:
         with open(path, "rb") as f:
             raw = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, ImportError) as e:
+    except Exception as e:  # noqa: BLE001 - a cut or corrupted pickle fails in many ways (EOFError, TypeError, ...)
         raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); is the file complete and an MMSA pickle?")
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a dict with splits {list(SPLITS)}, got {type(raw).__name__}")
