@@ -1,0 +1,452 @@
+"""Every number of the book from recorded runs: the grid models x protocols x seeds, resumable.
+
+Each cell of the grid is one :func:`mmsa_core.experiment.run` in ``<out>/runs/<model>-<protocol>-<seed>/``.
+A cell whose ``results.csv``, ``history.csv`` and ``provenance.json`` exist and whose config hash matches is
+skipped; an unfinished one resumes from its ``last.pt`` through the trainer (same numbers as an uninterrupted
+run). A cell folder that holds a run of ANOTHER configuration is never overwritten: the grid stops and says
+which settings differ. At the end every finished cell under ``<out>/runs`` is concatenated into
+``<out>/records.csv`` (validated by :func:`mmsa_core.results.validate`), their per-epoch histories into
+``<out>/histories.csv``, and ``<out>/provenance.json`` lists, per cell, the commit, config hash, dataset
+fingerprint, device, torch version, wall time and the resolved configuration (enough to re-run the cell with
+:func:`rerun_cell` when only these three files are committed, without ``runs/``).
+
+Per-model settings: ``configs/<model>_<preset>.yaml`` if it exists (preset ``default`` for the embedded
+dataset; ``mosi`` / ``mosei`` / ``sims`` for real data, inferred from the file's path or given with
+``--preset``), else the model's own defaults. The grid turns on ``train.track_test`` so that ``history.csv``
+also holds the per-epoch TEST score at the selection level (never used for selection): the book compares
+"selected on validation" with the authors' "best test epoch" (:func:`mmsa_core.results.selection_gap_table`).
+
+Command line: ``python -m mmsa_core reproduce --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ConfigError, DataConfig, RunConfig, config_hash, from_dict, load_config, merge, parse_overrides
+from .models import model_names
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("lnln", "almt", "promma", "mplmm", "baseline")  # those registered are run, in this order
+DEFAULT_PROTOCOLS = ("A", "B")
+DEFAULT_SEEDS = (1111, 1112, 1113)
+PRESETS = ("default", "mosi", "mosei", "sims")
+GRID_KEYS = ("model", "train.protocol", "train.seed", "train.out_dir")  # set by the grid, not by --set
+CELL_FILES = ("results.csv", "history.csv", "provenance.json")
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    protocol: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.protocol}-{self.seed}"
+
+
+@dataclass
+class GridResult:
+    out: Path
+    records: pd.DataFrame
+    provenance: dict
+    ran: list[str] = field(default_factory=list)  # trained from scratch
+    resumed: list[str] = field(default_factory=list)  # continued from a last.pt
+    skipped: list[str] = field(default_factory=list)  # finished before this call
+
+    @property
+    def records_path(self) -> Path:
+        return self.out / "records.csv"
+
+
+def default_models() -> list[str]:
+    """The models of the book that are registered, in the book's order."""
+    have = set(model_names())
+    return [m for m in DEFAULT_MODELS if m in have]
+
+
+def grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS) -> list[Cell]:
+    models = list(models) if models else default_models()
+    known = set(model_names())
+    unknown = [m for m in models if m not in known]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; registered models are {sorted(known)}")
+    bad = [p for p in protocols if p not in ("A", "B")]
+    if bad:
+        raise ConfigError(f"unknown protocol(s) {bad}; expected A and/or B")
+    return [Cell(m, p, int(s)) for m in models for p in protocols for s in seeds]
+
+
+def infer_preset(data: str) -> str:
+    """``default`` for the embedded dataset; for a file, the dataset named in its path (mosei before mosi)."""
+    if data == "synth":
+        return "default"
+    low = str(data).lower()
+    for name in ("mosei", "mosi", "sims"):
+        if name in low:
+            return name
+    return "default"
+
+
+def dataset_label(data: str, name: str | None = None, synth_shape: str = "small") -> str:
+    """The dataset's name in records and the default output folder. MMSA file names (``unaligned_50``) are
+    the same for MOSI and MOSEI, so a file is named after the dataset in its path, else its stem."""
+    if name:
+        return name
+    if data == "synth":
+        return f"synth-{synth_shape}"
+    preset = infer_preset(data)
+    return preset if preset != "default" else Path(data).stem
+
+
+def config_dirs(configs: str | Path | None = None) -> list[Path]:
+    """Folders searched for preset files: ``configs`` if given; else ``$MMSA_CONFIGS``, ./configs and the
+    checkout's configs/ (the same places as the book's chapters look)."""
+    if configs is not None:
+        return [Path(configs).expanduser()]
+    dirs = [Path(os.environ["MMSA_CONFIGS"]).expanduser()] if os.environ.get("MMSA_CONFIGS") else []
+    dirs += [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def preset_file(model: str, preset: str, dirs: list[Path]) -> Path | None:
+    for d in dirs:
+        p = d / f"{model}_{preset}.yaml"
+        if p.is_file():
+            return p
+    return None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_overrides(overrides: dict) -> None:
+    taken = [k for k in _flat(overrides) if k in GRID_KEYS]
+    if taken:
+        raise ConfigError(f"--set {taken}: the grid sets these itself (use --models / --protocols / --seeds / --out)")
+
+
+def cell_config(cell: Cell, data: str = "synth", preset: str | None = None, epochs: int | None = None,
+                overrides: dict | None = None, out: str | Path = "results", name: str | None = None,
+                progress: bool = False, configs: str | Path | None = None) -> tuple[RunConfig, Path | None]:
+    """The resolved configuration of one cell: preset file (or the model's defaults), then the grid's own
+    settings, then ``epochs`` and the ``--set`` overrides. Returns (config, preset file or None)."""
+    overrides = overrides or {}
+    _check_overrides(overrides)
+    dirs = config_dirs(configs)
+    pfile = preset_file(cell.model, preset or infer_preset(data), dirs)
+    if pfile is None:
+        log.debug("%s: no %s_%s.yaml in %s: the model's defaults", cell.name, cell.model, preset or infer_preset(data),
+                  [str(d) for d in dirs])
+    base = {}
+    if pfile is not None:
+        import yaml
+
+        base = yaml.safe_load(pfile.read_text()) or {}
+        if not isinstance(base, dict):
+            raise ConfigError(f"{pfile}: expected a mapping at the top level, got {type(base).__name__}")
+        if base.get("model", cell.model) != cell.model:
+            raise ConfigError(f"{pfile}: is a preset of model {base['model']!r}, not {cell.model!r}")
+    grid_part = {"model": cell.model, "data": {"dataset": data},
+                 "train": {"protocol": cell.protocol, "seed": cell.seed, "track_test": True, "progress": progress,
+                           "out_dir": str(Path(out) / "runs" / cell.name)}}
+    if data != "synth":
+        grid_part["data"]["name"] = name or dataset_label(data)
+    elif name:
+        grid_part["data"]["name"] = name
+    if epochs is not None:
+        grid_part["train"]["epochs"] = int(epochs)
+    d = merge(merge(base, grid_part), overrides)
+    return from_dict(RunConfig, d, str(pfile or f"{cell.name} config")), pfile
+
+
+def _config_diff(old: dict, new: dict) -> list[str]:
+    a, b = _flat(old), _flat(new)
+    skip = {"train.out_dir", "train.progress", "train.device", "train.eval_batch_size"}
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+            for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)]
+
+
+def cell_state(cfg: RunConfig) -> str:
+    """``finished`` (same config, all files there), ``partial`` (a last.pt of the same config) or ``new``.
+    A folder that holds a run of another configuration raises, naming the settings that differ."""
+    d = Path(cfg.train.out_dir)
+    h = config_hash(cfg)
+    has_ckpt = any(d.rglob("last.pt")) if d.is_dir() else False
+    if (d / "config.yaml").is_file() and (has_ckpt or (d / "results.csv").is_file()):
+        old = load_config(d / "config.yaml")
+        if config_hash(old) != h:
+            diff = _config_diff(asdict(old), asdict(cfg))
+            raise ConfigError(
+                f"{d}: holds a run of another configuration (config hash {config_hash(old)}, this grid's is {h}; "
+                f"differences: {'; '.join(diff) or 'none visible'}); use another --out or delete that folder")
+    if all((d / f).is_file() for f in CELL_FILES):
+        hashes = set(pd.read_csv(d / "results.csv", usecols=["config_hash"], dtype=str)["config_hash"])
+        if hashes == {h}:
+            return "finished"
+    return "partial" if has_ckpt else "new"
+
+
+def read_csv(path) -> pd.DataFrame:
+    """A records CSV read back exactly as written (round-trip floats; the empty mode of rate rows as '')."""
+    from .results import CSV_FLOATS
+
+    df = pd.read_csv(path, **CSV_FLOATS, dtype={"mode": str, "config_hash": str, "commit": str})
+    if "mode" in df:
+        df["mode"] = df["mode"].fillna("")
+    return df
+
+
+def _cell_key(cell_dir: Path):
+    from .results import MODEL_ORDER
+
+    parts = cell_dir.name.rsplit("-", 2)
+    model, proto, seed = parts if len(parts) == 3 else (cell_dir.name, "", "")
+    order = MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER)
+    return (order, model, proto, int(seed) if seed.isdigit() else 0, cell_dir.name)
+
+
+def finished_cells(out: str | Path) -> list[Path]:
+    """Cell folders under ``<out>/runs`` with all result files, in the book's model order."""
+    runs = Path(out) / "runs"
+    cells = [d for d in runs.iterdir() if d.is_dir() and all((d / f).is_file() for f in CELL_FILES)] if runs.is_dir() else []
+    return sorted(cells, key=_cell_key)
+
+
+def collect(out: str | Path) -> pd.DataFrame:
+    """All finished cells' records, concatenated in a fixed order and validated."""
+    from .results import validate
+
+    cells = finished_cells(out)
+    if not cells:
+        raise FileNotFoundError(f"{Path(out) / 'runs'}: no finished cell (no folder with {list(CELL_FILES)})")
+    df = pd.concat([read_csv(d / "results.csv") for d in cells], ignore_index=True)
+    validate(df, f"{Path(out) / 'runs'}/*/results.csv")
+    return df
+
+
+def cell_provenance(cell_dir: Path) -> dict:
+    p = json.loads((cell_dir / "provenance.json").read_text())
+    keys = ("commit", "config_hash", "dataset", "dataset_fingerprint", "device", "torch", "wall_s", "best_epoch",
+            "resumed_from")
+    return {k: p.get(k) for k in keys}
+
+
+def _shown_path(p: Path) -> str:
+    """A path relative to the working directory where possible (no home folders in committed files)."""
+    try:
+        return str(Path(p).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _run_cells(cells, configs_, states, res, status, quiet, label) -> None:
+    from tqdm import tqdm
+
+    from .experiment import load_dataset, run
+
+    datasets: dict[str, object] = {}
+    bar = tqdm(cells, desc=f"grid {label}", unit="cell", disable=quiet)
+    for c in bar:
+        cfg, pfile = configs_[c]
+        bar.set_postfix_str(c.name)
+        if states[c] == "finished":
+            log.info("skip %s: finished (config hash %s)", c.name, config_hash(cfg))
+            res.skipped.append(c.name)
+            status[c.name] = "skipped"
+            continue
+        key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
+        if key not in datasets:
+            datasets.clear()  # one dataset in memory at a time
+            datasets[key] = load_dataset(cfg.data)
+        log.info("%s %s with %s", "resume" if states[c] == "partial" else "run", c.name,
+                 _shown_path(pfile) if pfile else "the model's defaults (no preset file)")
+        t0 = time.perf_counter()
+        run(cfg, datasets[key])
+        (res.resumed if states[c] == "partial" else res.ran).append(c.name)
+        status[c.name] = f"{'resumed' if states[c] == 'partial' else 'ran'} in {time.perf_counter() - t0:.1f} s"
+
+
+def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data: str = "synth",
+             preset: str | None = None, epochs: int | None = None, overrides: dict | list | None = None,
+             out: str | Path | None = None, name: str | None = None, quiet: bool = False,
+             configs: str | Path | None = None) -> GridResult:
+    """Run (or finish) the grid and write ``records.csv`` and ``provenance.json`` under ``out``
+    (default ``results/<dataset name>``). ``overrides``: a nested dict or ``["train.lr=1e-4", ...]``."""
+    import yaml
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .results import cell_histories
+
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(list(overrides))
+    overrides = overrides or {}
+    _check_overrides(overrides)
+    data = data if data == "synth" else str(Path(data).expanduser())
+    if data != "synth" and not Path(data).is_file():
+        raise FileNotFoundError(f"{data}: dataset file not found (MMSA pickles are downloaded by the user; see the README)")
+    preset = preset or infer_preset(data)
+    if preset not in PRESETS:
+        log.warning("preset %r is none of %s: only configs/<model>_%s.yaml files are used", preset, PRESETS, preset)
+    shape = _flat(overrides).get("data.synth_shape", DataConfig.synth_shape)
+    label = dataset_label(data, name or _flat(overrides).get("data.name"), shape)
+    out = Path(out) if out is not None else Path("results") / label
+    cells = grid(models, protocols, seeds)
+    configs_ = {c: cell_config(c, data, preset, epochs, overrides, out, name, progress=not quiet, configs=configs)
+                for c in cells}
+    states = {c: cell_state(cfg) for c, (cfg, _) in configs_.items()}  # all checked before anything runs
+    res = GridResult(out, pd.DataFrame(), {})
+    status: dict[str, str] = {}
+    with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
+        _run_cells(cells, configs_, states, res, status, quiet, label)
+    res.records = collect(out)
+    res.records.to_csv(res.records_path, index=False)
+    cell_histories(out).to_csv(out / "histories.csv", index=False)  # for the checkpoint selection table
+    prov_cells = {}
+    for d in finished_cells(out):
+        p = cell_provenance(d)
+        p["folder"] = str(d.relative_to(out))
+        p["config"] = yaml.safe_load((d / "config.yaml").read_text())  # enough to re-run the cell without runs/
+        p["this_call"] = status.get(d.name, "not in this grid (finished earlier)")
+        cfg_pf = next((pf for c, (_, pf) in configs_.items() if c.name == d.name), None)
+        if d.name in status:
+            p["preset_file"] = _shown_path(cfg_pf) if cfg_pf else None
+        prov_cells[d.name] = p
+    res.provenance = {
+        "dataset": label, "data": str(data), "preset": preset,
+        "grid": {"models": sorted({c.model for c in cells}, key=[c.model for c in cells].index),
+                 "protocols": list(protocols), "seeds": [int(s) for s in seeds], "epochs": epochs,
+                 "overrides": overrides},
+        "records": res.records_path.name, "n_records": len(res.records), "cells": prov_cells,
+    }
+    (out / "provenance.json").write_text(json.dumps(res.provenance, indent=2, default=str))
+    extra = [d for d in prov_cells if d not in status]
+    if extra:
+        log.info("records.csv also holds %d finished cell(s) outside this grid: %s", len(extra), extra)
+    return res
+
+
+def compare_records(a: pd.DataFrame, b: pd.DataFrame, ignore=(), atol: float = 0.0) -> list[str]:
+    """Differences between two record frames (empty list = identical), ignoring the columns ``ignore``;
+    ``value`` is compared within ``atol`` (0 = exactly; NaN equals NaN)."""
+    import numpy as np
+
+    diffs = []
+    ca, cb = [c for c in a.columns if c not in ignore], [c for c in b.columns if c not in ignore]
+    if ca != cb:
+        return [f"columns differ: {ca} vs {cb}"]
+    if len(a) != len(b):
+        return [f"row counts differ: {len(a)} vs {len(b)}"]
+    a, b = a.reset_index(drop=True), b.reset_index(drop=True)
+    for c in ca:
+        x, y = a[c], b[c]
+        if c in ("value", "level"):
+            xv, yv = x.to_numpy(float), y.to_numpy(float)
+            ok = (np.abs(xv - yv) <= atol) | (np.isnan(xv) & np.isnan(yv))
+        else:
+            ok = (x.astype(str) == y.astype(str)).to_numpy()
+        for i in np.flatnonzero(~ok)[:5]:
+            diffs.append(f"row {i} ({a.loc[i, 'protocol']} {a.loc[i, 'setting']} {a.loc[i, 'level']} "
+                         f"{a.loc[i, 'mode']} {a.loc[i, 'metric']}), column {c}: {x.iloc[i]!r} vs {y.iloc[i]!r}")
+    return diffs
+
+
+def rerun_cell(results_dir, model: str, protocol: str, seed: int, out_dir=None, data: str | None = None,
+               device: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Re-run one cell of a committed grid with the cell's own configuration (``runs/<cell>/config.yaml``, else
+    the copy in ``provenance.json``) into ``out_dir`` (a new temporary folder by default). Returns ``(new_records, committed_records)``, both read from CSV; compare
+    them with :func:`compare_records` (``ignore=("commit", "device")`` across commits or machines).
+    ``data`` replaces the dataset path (a real-data grid committed on another machine)."""
+    import tempfile
+
+    from .experiment import load_dataset, run
+
+    results_dir = Path(results_dir)
+    cell = Cell(model, protocol, int(seed))
+    cdir = results_dir / "runs" / cell.name
+    top = json.loads((results_dir / "provenance.json").read_text()) if (results_dir / "provenance.json").is_file() else {}
+    committed_prov = top.get("cells", {}).get(cell.name, {})
+    if (cdir / "config.yaml").is_file():
+        cfg = load_config(cdir / "config.yaml")
+    elif "config" in committed_prov:  # results committed without their runs/ folder
+        cfg = from_dict(RunConfig, committed_prov["config"], f"{results_dir / 'provenance.json'} cell {cell.name}")
+    else:
+        raise FileNotFoundError(f"{results_dir}: no cell {cell.name} (neither runs/{cell.name}/config.yaml nor its "
+                                "config in provenance.json)")
+    if data is not None:
+        cfg.data.dataset = data
+    if device is not None:
+        cfg.train.device = device
+    cfg.train.out_dir = str(Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"rerun-{cell.name}-")))
+    cfg.train.progress = False
+    ds = load_dataset(cfg.data)
+    prov = cdir / "provenance.json"
+    fp = json.loads(prov.read_text()).get("dataset_fingerprint") if prov.is_file() else committed_prov.get("dataset_fingerprint")
+    if fp and fp != ds.fingerprint:
+        raise ValueError(f"{cell.name}: the committed run used dataset fingerprint {fp}, {ds.path} has "
+                         f"{ds.fingerprint}: not the same data")
+    run(cfg, ds)
+    new = read_csv(Path(cfg.train.out_dir) / "results.csv")
+    rec = results_dir / "records.csv"
+    if rec.is_file():
+        committed = read_csv(rec)
+        committed = committed[(committed.model == model) & (committed.train_protocol == protocol)
+                              & (committed.seed == int(seed))].reset_index(drop=True)
+    else:
+        committed = read_csv(cdir / "results.csv")
+    return new, committed
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def _list(values, cast=str):
+    out = []
+    for v in values or []:
+        out += [cast(x) for x in str(v).split(",") if x.strip()]
+    return out
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--models", nargs="+", metavar="MODEL",
+                   help=f"models to run (default: the registered ones of {list(DEFAULT_MODELS)})")
+    p.add_argument("--protocols", nargs="+", default=list(DEFAULT_PROTOCOLS), metavar="P", help="training protocols (default A B)")
+    p.add_argument("--seeds", nargs="+", default=[str(s) for s in DEFAULT_SEEDS], metavar="SEED",
+                   help="training seeds (default 1111 1112 1113)")
+    p.add_argument("--epochs", type=int, help="override the number of epochs of every cell")
+    p.add_argument("--data", default="synth",
+                   help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
+    p.add_argument("--name", help="dataset name in the records and the output folder (default: synth-<shape>, or "
+                                  "mosi / mosei / sims when the file's path says so, else the file's stem)")
+    p.add_argument("--preset", help=f"configs/<model>_<preset>.yaml to use ({', '.join(PRESETS)}; default: from the data)")
+    p.add_argument("--configs", help="folder of the preset files (default: ./configs, then the repository's configs/)")
+    p.add_argument("--out", help="output folder (default results/<dataset name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field of every cell, e.g. --set train.device=cuda --set train.batch_size=32")
+
+
+def cli(a) -> None:
+    res = run_grid(models=_list(a.models) or None, protocols=_list(a.protocols), seeds=_list(a.seeds, int),
+                   data=a.data, preset=a.preset, epochs=a.epochs, overrides=a.set, out=a.out, name=a.name,
+                   quiet=a.quiet, configs=a.configs)
+    print(f"cells: {len(res.ran)} ran, {len(res.resumed)} resumed, {len(res.skipped)} already finished")
+    print(f"records: {res.records_path} ({len(res.records)} rows from {len(res.provenance['cells'])} cells)")
+    print(f"provenance: {res.out / 'provenance.json'}")
+    print(f"tables: python -m mmsa_core tables --results {res.out}")
+
+
+__all__ = ["Cell", "GridResult", "cell_config", "cell_state", "collect", "compare_records", "grid", "read_csv",
+           "rerun_cell", "run_grid"]
