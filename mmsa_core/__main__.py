@@ -57,8 +57,16 @@ def cmd_synth(a):
 def cmd_train(a):
     from .experiment import run
 
+    from . import distributed
+
     cfg = _run_config(a)
     df = run(cfg)
+    if distributed.world_size() > 1:
+        import torch.distributed
+
+        torch.distributed.destroy_process_group()
+    if df.empty:  # a torchrun rank other than 0: rank 0 reports
+        return
     summary = df[(df.setting == "rate") & (df.protocol == cfg.train.protocol)].groupby("metric").value.mean()
     print(f"results: {Path(cfg.train.out_dir) / 'results.csv'}")
     print(f"test, protocol {cfg.train.protocol}, mean over rates 0.0..0.9:")

@@ -67,3 +67,15 @@ def all_close_across_ranks(t: torch.Tensor) -> bool:
     ok = torch.tensor([float(torch.equal(ref, t.detach()))], device=t.device)
     dist.all_reduce(ok, op=dist.ReduceOp.MIN)
     return bool(ok.item() == 1.0)
+
+
+def all_sum(values: dict[str, float]) -> dict[str, float]:
+    """Sum a dict of floats over ranks (every rank gets the totals); the dict itself with one process."""
+    if world_size() == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return dict(zip(keys, t.cpu().tolist()))

@@ -23,6 +23,7 @@ from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
 from .evaluate import sweep
 from .models import build_model, get_model_class
 from .models.common import Stage
+from .distributed import is_main
 from .train import fit
 from .utils import device_name, git_commit, resolve_device, set_seed
 
@@ -72,7 +73,8 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
         if old != h:
             raise RuntimeError(f"{out}: holds a run with config hash {old}, this run's is {h}; use another --out "
                                "folder (or delete that one) to start afresh")
-    (out / "config.yaml").write_text(to_yaml(cfg))
+    if is_main():
+        (out / "config.yaml").write_text(to_yaml(cfg))
     meta = {"model_name": cfg.model, "model_config": asdict(mcfg), "data_spec": asdict(ds.spec), "config_hash": h}
     t0 = time.perf_counter()
     stages = model.stages(t) if hasattr(model, "stages") else [Stage("main")]
@@ -82,7 +84,9 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
         st_cfg = replace(t, **st.train_overrides)
         st_out = out if len(stages) == 1 else out / st.name
         res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name})
-    device = resolve_device(t.device)
+    if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
+        return pd.DataFrame()
+    device = next(model.parameters()).device  # under torchrun, this rank's device
     test = ds["test"].data.to(device)
     amp = t.amp and device.type == "cuda"
     if len(stages) > 1:  # the last stage's selected checkpoint is the run's

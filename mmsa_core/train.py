@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import distributed as dist
 from . import missing
 from .config import TrainConfig
 from .data.mmsa import MMSADataset
@@ -84,8 +85,9 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     if a run with the same ``config_hash`` left one there."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = dist.init(resolve_device(cfg.device))  # under torchrun: this rank's GPU, process group started
     model.to(device)
+    main = dist.is_main()
     spec = dataset.spec
     train = dataset["train"].data.to(device)
     valid = dataset["valid"].data.to(device)
@@ -97,9 +99,11 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     step_model = model
+    if dist.world_size() > 1:  # gradients averaged over ranks; each rank computes its shard of the global batch
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         try:
-            step_model = torch.compile(model)
+            step_model = torch.compile(step_model)
         except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager mode
             log.warning("torch.compile failed (%s); training in eager mode", e)
 
@@ -129,15 +133,19 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
         plan = missing.draw(cfg.protocol, train, cfg.train_level, cfg.seed, epoch, "train")
         order = torch.randperm(len(train), generator=missing.generator("order", cfg.seed, epoch)).to(device)
         sums: dict[str, float] = {}
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        bar = tqdm(range(n_batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and main), leave=False)
         for i in bar:
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            global_idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            idx = dist.shard(global_idx)  # the whole batch with one process
             batch = missing.apply(train.take(idx), plan.take(idx.cpu()), spec.unk_id)
             with autocast(device, use_amp):
                 res = step_model(batch)
             loss = sum(res.losses.values())
+            # DDP averages gradients over ranks; weighting each rank's mean loss by its share of the global batch
+            # makes that average the gradient of the global batch's mean loss, also when shards differ in size
+            share = len(idx) * dist.world_size() / len(global_idx)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss * share).backward()
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -145,9 +153,10 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
             scaler.update()
             sched.step()
             for k, v in res.losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)  # this rank's part; reduced below
             if not math.isfinite(float(loss.detach())):
                 raise FloatingPointError(f"epoch {epoch + 1}: loss is {float(loss.detach())} at batch {i}; lower the lr or check the data")
+        sums = dist.all_sum(sums)
         val = evaluate(model, valid, spec, cfg.protocol, level, cfg.eval_seed, "valid",
                        batch_size=cfg.eval_batch_size, amp=use_amp)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{f"train_{k}": v / len(train) for k, v in sums.items()},
@@ -155,15 +164,20 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
         if test is not None:  # the authors' practice (best TEST epoch), recorded for comparison; never selects
             row.update({f"test_{k}": v for k, v in evaluate(model, test, spec, cfg.protocol, level, cfg.eval_seed, "test",
                                                              batch_size=cfg.eval_batch_size, amp=use_amp).items()})
+        if dist.world_size() > 1:  # replicas must hold identical weights after every epoch
+            row["ranks_in_sync"] = dist.all_close_across_ranks(torch.nn.utils.parameters_to_vector(model.parameters()))
         history.append(row)
         score = val[select_metric]
         if (score < best_score) if lower else (score > best_score):
             best_score, best_epoch = score, epoch
-            atomic_save({"model": model.state_dict(), "epoch": epoch, "score": score, **(meta or {})}, out / "best.pt")
-        atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                     "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "best_score": best_score,
-                     "best_epoch": best_epoch, "history": history, "config_hash": config_hash}, last)
-        if cfg.progress:
+            if main:
+                atomic_save({"model": model.state_dict(), "epoch": epoch, "score": score, **(meta or {})}, out / "best.pt")
+        if main:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "scaler": scaler.state_dict(), "rng": _rng_state(), "epoch": epoch, "best_score": best_score,
+                         "best_epoch": best_epoch, "history": history, "config_hash": config_hash}, last)
+        dist.barrier()  # every rank sees the files rank 0 wrote before it goes on
+        if cfg.progress and main:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train loss {sum(sums.values()) / len(train):.4f}  "
                        f"valid {select_metric} {score:.4f}{'  *' if best_epoch == epoch else ''}")
     if best_epoch < 0:
