@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+CELL_TIMEOUT_S = 900  # a hung kernel fails the run instead of blocking it
 VOLATILE_NB_KEYS = ("papermill",)
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 
@@ -36,7 +37,7 @@ def strip_volatile(path: Path) -> None:
 
 def run_one(nb: Path, out: Path, params: list[tuple[str, str]]) -> tuple[Path, bool, float, str]:
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "-k", "python3", "--no-progress-bar",
-           "--cwd", str(nb.parent)]
+           "--cwd", str(nb.parent), "--execution-timeout", str(CELL_TIMEOUT_S)]
     for k, v in params:
         cmd += ["-p", k, v]
     env = dict(os.environ, PYTHONHASHSEED="0")

@@ -1,0 +1,226 @@
+"""The book: conventions of the chapter notebooks (fast), ``mmsa_core.book`` (presets, lock, run cache) and,
+with the marker ``book``, the built HTML (run after ``make html``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BOOK = REPO / "book"
+HTML = REPO / "_build" / "html"
+NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
+PLOTLY_DIV = re.compile(r'<div id="([^"]+)" class="plotly-graph-div"')
+VOLATILE_NB_KEYS = ("papermill",)
+VOLATILE_CELL_KEYS = ("papermill", "execution")
+
+
+def read_nb(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def src(cell) -> str:
+    s = cell.get("source", "")
+    return "".join(s) if isinstance(s, list) else s
+
+
+def code_cells(nb) -> list[dict]:
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def toc_docs() -> list[str]:
+    """Every document of ``_toc.yml`` (root included), as paths without suffix, e.g. ``book/01_how_to_use``."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    docs = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                docs.append(node["file"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk({k: v for k, v in toc.items() if k != "root"})
+    return [str(Path(d).with_suffix("")) for d in docs]
+
+
+def figure_ids(nb) -> list[str]:
+    """The div ids of the plotly figures a notebook shows (``viz.show_fig`` outputs, widget outputs included)."""
+    blob = json.dumps([c.get("outputs", []) for c in code_cells(nb)] + [nb.get("metadata", {}).get("widgets", {})])
+    return list(dict.fromkeys(PLOTLY_DIV.findall(blob.replace('\\"', '"'))))
+
+
+# --------------------------------------------------------------------------------------- notebooks (fast)
+def test_toc_documents_exist():
+    missing = [d for d in toc_docs() if not any((REPO / f"{d}{ext}").is_file() for ext in (".ipynb", ".md"))]
+    assert not missing, f"_toc.yml names documents that do not exist: {missing}"
+
+
+def test_there_are_chapters():
+    assert NOTEBOOKS, "no notebooks in book/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_conventions(path):
+    nb = read_nb(path)
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    code = code_cells(nb)
+    if not code:
+        pytest.skip(f"{path.name} is a placeholder (no code cell yet)")
+    first = nb["cells"][0]
+    assert first["cell_type"] == "code" and "remove-cell" in tags(first), \
+        f"{path.name}: the first cell must be the Colab install cell, tagged remove-cell"
+    assert '"google.colab" in sys.modules' in src(first) and "%pip install" in src(first), \
+        f"{path.name}: the first cell must install the package on Colab only"
+    params = [i for i, c in enumerate(code) if "parameters" in tags(c)]
+    assert len(params) == 1, f"{path.name}: expected exactly one cell tagged parameters, found {len(params)}"
+    assert params[0] == 1, f"{path.name}: the parameters cell must be the first code cell after the Colab cell"
+    counts = [c.get("execution_count") for c in code]
+    assert None not in counts, f"{path.name}: code cells without committed outputs (never executed): " \
+        f"{[i for i, n in enumerate(counts) if n is None]}; run tools/run_notebooks.py --inplace {path.relative_to(REPO)}"
+    assert counts == list(range(1, len(code) + 1)), \
+        f"{path.name}: execution counts {counts}: not one clean top-to-bottom run"
+    assert any(c.get("outputs") for c in code), f"{path.name}: no outputs at all"
+    for i, c in enumerate(code):
+        errs = [o for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errs, f"{path.name}: code cell {i} has an error output: {errs[0].get('ename')}"
+        blob = json.dumps(c.get("outputs", []))
+        if "plotly-graph-div" in blob or "widget-view+json" in blob:
+            assert "nbval-ignore-output" in tags(c), f"{path.name}: code cell {i} shows a figure or widget: tag it nbval-ignore-output"
+        assert "tqdm" not in blob, f"{path.name}: code cell {i} prints a progress bar (volatile output)"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_no_volatile_metadata(path):
+    nb = read_nb(path)
+    assert not [k for k in VOLATILE_NB_KEYS if k in nb["metadata"]], f"{path.name}: volatile notebook metadata"
+    for i, c in enumerate(nb["cells"]):
+        assert not [k for k in VOLATILE_CELL_KEYS if k in c.get("metadata", {})], f"{path.name}: cell {i} has volatile metadata"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figure_ids_are_unique(path):
+    nb = read_nb(path)
+    ids = []
+    for c in code_cells(nb):
+        ids += PLOTLY_DIV.findall(json.dumps(c.get("outputs", [])).replace('\\"', '"'))
+    assert len(ids) == len(set(ids)), f"{path.name}: a figure id is used twice: {sorted(ids)}"
+
+
+# --------------------------------------------------------------------------------------- mmsa_core.book
+def test_presets(tmp_path, monkeypatch):
+    from mmsa_core import book
+
+    m = "zz_book_test"  # a model name no real preset uses, so configs/ of the checkout cannot interfere
+    monkeypatch.setenv("MMSA_CONFIGS", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert book.preset_path(m) is None  # no preset at all: the model's defaults
+    (tmp_path / f"{m}_default.yaml").write_text(
+        "data: {dataset: somewhere.pkl, name: other}\ntrain: {epochs: 7, lr: 0.01, protocol: B}\nmodel_config: {dim: 32}\n")
+    (tmp_path / f"{m}_mosi.yaml").write_text("train: {epochs: 9}\n")
+    assert book.preset_path(m).name == f"{m}_default.yaml"
+    assert book.preset_path(m, full=True).name == f"{m}_mosi.yaml"
+    assert book.preset_path(m, "/data/MOSI/Processed/unaligned_50.pkl").name == f"{m}_mosi.yaml"
+    assert book.preset_path(m, "/data/MOSEI/unaligned_50.pkl").name == f"{m}_default.yaml"  # no mosei preset
+    assert book.preset_path("zz_no_such_model", full=True) is None
+
+    cfg = book.config(m)  # the preset's protocol, epochs and sizes; the chapter's data
+    assert (cfg.train.protocol, cfg.train.epochs, cfg.train.lr, cfg.model_config) == ("B", 7, 0.01, {"dim": 32})
+    assert (cfg.data.dataset, cfg.data.synth_shape, cfg.data.name) == ("synth", "small", None)
+    cfg = book.config(m, protocol="A", epochs=3, seed=5, model_config={"depth": 2})
+    assert (cfg.train.epochs, cfg.train.protocol, cfg.train.seed, cfg.model_config) == (3, "A", 5, {"dim": 32, "depth": 2})
+    cfg = book.config(m, full=True)
+    assert (cfg.train.epochs, cfg.data.synth_shape) == (9, "mosi")
+    cfg = book.config(m, dataset="/data/MOSI/unaligned_50.pkl")
+    assert (cfg.train.epochs, cfg.data.dataset, cfg.data.name) == (9, "/data/MOSI/unaligned_50.pkl", "mosi")
+    assert book.config("zz_no_such_model").train.epochs == 10
+
+
+def test_run_lock_serialises():
+    from mmsa_core import book
+
+    import tempfile
+
+    events, held = [], threading.Event()
+    with tempfile.TemporaryDirectory() as d:
+        lock = Path(d) / "x.lock"
+
+        def first():
+            with book.run_lock(lock):
+                held.set()
+                time.sleep(0.3)
+                events.append("first done")
+
+        t = threading.Thread(target=first)
+        t.start()
+        held.wait(5)
+        with book.run_lock(lock):
+            events.append("second in")
+        t.join()
+    assert events == ["first done", "second in"]
+
+
+@pytest.mark.slow
+def test_trained_reuses_a_finished_run(tmp_path, restore_torch_globals):
+    import torch
+
+    from mmsa_core import book
+
+    book.setup(seed=0)
+    before = torch.rand(3)
+    book.setup(seed=0)
+    a = book.trained("baseline", epochs=1, cache_dir=tmp_path, device="cpu")
+    assert torch.equal(torch.rand(3), before), "training must not change the chapter's random stream"
+    assert not a.reused and (a.dir / "best.pt").is_file() and (a.dir / "results.csv").is_file()
+    stamp = (a.dir / "best.pt").stat().st_mtime_ns
+    b = book.trained("baseline", epochs=1, cache_dir=tmp_path, device="cpu")
+    assert b.reused and b.dir == a.dir and (b.dir / "best.pt").stat().st_mtime_ns == stamp
+    assert a.records.equals(b.records)
+    model, data, records = b
+    assert records is b.records and data is b.data and not model.training
+    tab = book.metrics_table(records, "A", 0.0)
+    assert list(tab.index) == ["baseline"] and 0 <= tab.loc["baseline", "Acc-2 has-0"] <= 100
+    c = book.trained("baseline", epochs=1, cache_dir=tmp_path, device="cpu", fresh=True)
+    assert not c.reused and c.records.equals(a.records), "a retrained run must reproduce the cached one"
+
+
+# --------------------------------------------------------------------------------------- built HTML
+def _need_html():
+    if not HTML.is_dir():
+        pytest.skip("_build/html does not exist: build the book first (`make html`)")
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("doc", toc_docs())
+def test_page_built(doc):
+    _need_html()
+    page = HTML / f"{doc}.html"
+    assert page.is_file(), f"{page.relative_to(REPO)} missing: the chapter {doc} was not built"
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if figure_ids(read_nb(p))] or [None],
+                         ids=lambda p: "none" if p is None else p.stem)
+def test_page_shows_figures(path):
+    _need_html()
+    if path is None:
+        pytest.skip("no notebook shows a figure yet")
+    page = HTML / "book" / f"{path.stem}.html"
+    assert page.is_file(), f"{page.relative_to(REPO)} missing"
+    html = page.read_text(encoding="utf-8")
+    missing = [i for i in figure_ids(read_nb(path)) if f'id="{i}"' not in html and f'id=\\"{i}\\"' not in html]
+    assert not missing, f"{page.name}: figures {missing} are in the notebook but not in the page"
+    assert '"google.colab" in sys.modules' not in html, f"{page.name}: the Colab install cell is not removed"
