@@ -5,9 +5,15 @@ from __future__ import annotations
 from ..data.mmsa import DataSpec
 from .baseline import BaselineConfig, LateFusionBaseline
 from .common import ModelOutput
+from .lnln import ALMTConfig, LNLN, LNLNConfig
+from .promma import MPLMMConfig, ProMMA, ProMMAConfig
 
 MODELS = {
     "baseline": (BaselineConfig, LateFusionBaseline),
+    "promma": (ProMMAConfig, ProMMA),
+    "mplmm": (MPLMMConfig, ProMMA),
+    "lnln": (LNLNConfig, LNLN),
+    "almt": (ALMTConfig, LNLN),
 }
 
 

@@ -123,3 +123,33 @@ class _GradReverse(torch.autograd.Function):
 def grad_reverse(x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """Identity in the forward pass; multiplies the gradient by ``-scale`` in the backward pass."""
     return _GradReverse.apply(x, scale)
+
+
+class CrossTransformer(nn.Module):
+    """Cross-modal Transformer: a ``target`` sequence attends to a ``source`` sequence, layer by layer.
+
+    One learned token (shared by both sequences) is prepended to each; each sequence gets its own learned
+    positional embedding. Every layer is pre-norm ``target + Attn(target, source, source)`` followed by
+    ``target + MLP(target)``; the source is not updated. Returns the target states (B, 1 + Lt, D), the
+    prepended token first.
+    """
+
+    def __init__(self, dim, source_len, target_len, depth, heads=8, dim_head=64, mlp_dim=128, dropout=0.0):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_source = nn.Parameter(torch.randn(1, source_len + 1, dim) * 0.02)
+        self.pos_target = nn.Parameter(torch.randn(1, target_len + 1, dim) * 0.02)
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim_head, mlp_dim, dropout) for _ in range(depth))
+
+    def forward(self, source, target, source_mask=None):
+        # source: (B, Ls, D); target: (B, Lt, D); source_mask: (B, Ls) bool
+        B, Ls, _ = source.shape
+        Lt = target.shape[1]
+        tok = self.token.expand(B, -1, -1)
+        source = torch.cat([tok, source], 1) + self.pos_source[:, : Ls + 1]  # (B, 1+Ls, D)
+        target = torch.cat([tok, target], 1) + self.pos_target[:, : Lt + 1]  # (B, 1+Lt, D)
+        if source_mask is not None:
+            source_mask = torch.cat([source_mask.new_ones(B, 1), source_mask], 1)
+        for layer in self.layers:
+            target = layer(target, ctx=source, ctx_mask=source_mask)
+        return target  # (B, 1+Lt, D)

@@ -1,0 +1,330 @@
+"""LNLN: sizes, shapes, gradient reversal, the batched pass, masking, and what a short training run learns.
+
+The training-based tests share ONE small LNLN (and one baseline) trained on the embedded default with the settings
+of ``configs/lnln_default.yaml``; every number they assert on is measured here, never stored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmsa_core import metrics, missing
+from mmsa_core.config import RunConfig, config_hash, load_config
+from mmsa_core.data.mmsa import Batch, DataSpec
+from mmsa_core.evaluate import predict, sweep
+from mmsa_core.experiment import model_config
+from mmsa_core.models import build_model, get_model_class
+from mmsa_core.models import lnln as lnln_module
+from mmsa_core.models.lnln import LNLN, PAPER_SPECS, ALMTConfig, LNLNConfig, lnln_preset
+from mmsa_core.models.text import TextEncoderConfig
+from mmsa_core.train import fit
+from mmsa_core.utils import set_seed
+
+REPO = Path(__file__).resolve().parent.parent
+FEATURES = TextEncoderConfig(kind="features")
+TINY = TextEncoderConfig(kind="tiny", tiny_hidden=32, tiny_layers=1, tiny_heads=2)
+
+# the authors' model, measured by instantiating their code (shared/spec/lnln.md); text encoder excluded
+AUTHORS_PARAMS = {"mosi": 6_483_012, "mosei": 7_102_404, "sims": 7_112_260}
+
+
+def random_batch(spec: DataSpec, n: int, seed: int = 0, rate: float | None = None) -> Batch:
+    """Random tensors of the shapes of ``spec`` with ragged lengths, corrupted by protocol A (``.complete`` set)."""
+    g = torch.Generator().manual_seed(seed)
+    pos = lambda L: torch.arange(L)[None, :]  # noqa: E731
+    n_tok = torch.randint(4, spec.text_len + 1, (n, 1), generator=g)
+    text_mask = (pos(spec.text_len) < n_tok).long()
+    ids = torch.randint(1000, 2000, (n, spec.text_len), generator=g)
+    ids[:, 0] = 101
+    ids = torch.where(pos(spec.text_len) == n_tok - 1, torch.full_like(ids, 102), ids) * text_mask
+    a_len = torch.randint(1, spec.audio_len + 1, (n, 1), generator=g)
+    v_len = torch.randint(1, spec.vision_len + 1, (n, 1), generator=g)
+    a_mask, v_mask = pos(spec.audio_len) < a_len, pos(spec.vision_len) < v_len
+    data = Batch(
+        text_ids=ids, text_mask=text_mask, text_segment=torch.zeros_like(ids),
+        text_feat=torch.randn(n, spec.text_len, spec.text_dim, generator=g) * text_mask[..., None],
+        audio=torch.randn(n, spec.audio_len, spec.audio_dim, generator=g) * a_mask[..., None],
+        audio_mask=a_mask,
+        vision=torch.randn(n, spec.vision_len, spec.vision_dim, generator=g) * v_mask[..., None],
+        vision_mask=v_mask,
+        labels=torch.empty(n).uniform_(spec.label_min, spec.label_max, generator=g), index=torch.arange(n),
+    )
+    return missing.apply(data, missing.protocol_a(data, rate, seed, 0, "train"), spec.unk_id)
+
+
+def paper_model(name: str, text: TextEncoderConfig = FEATURES, **changes) -> LNLN:
+    torch.manual_seed(0)
+    return LNLN(replace(lnln_preset(name), text=text, **changes), PAPER_SPECS[name])
+
+
+def count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- sizes, shapes
+
+
+@pytest.mark.parametrize("name", ["mosi", "mosei", "sims"])
+def test_parameter_count_equals_the_authors(name):
+    model = paper_model(name)
+    assert model.num_params() == AUTHORS_PARAMS[name]
+    assert model.num_params() == count(model) - count(model.text_encoder)
+
+
+def test_parameter_breakdown_mosi():
+    """Per part, as shared/spec/lnln.md lists it (our proxy generator and DMML each hold their learned tokens)."""
+    m = paper_model("mosi")
+    assert count(m.embed_text) == 699_520
+    assert count(m.embed_audio) == 643_456
+    assert count(m.embed_vision) == 661_376
+    assert count(m.proxy) == 597_760 + 1_024
+    assert count(m.discriminator) == 8_386
+    assert count(m.completeness) == 602_241
+    assert count(m.reconstructor) == 1_780_992
+    assert count(m.dmml) == 1_487_233 + 1_024
+    assert len(m.dmml.fusion.layers) == 2 and len(paper_model("sims").dmml.fusion.layers) == 4
+
+
+def test_shapes_through_every_stage_mosi():
+    model = paper_model("mosi").train()
+    B, T, d = 3, 8, 128
+    batch = random_batch(PAPER_SPECS["mosi"], B)
+    seen = {}
+
+    def hook(name):
+        def fn(module, args, out):
+            seen[name] = out
+        return fn
+
+    parts = {"embed_text": model.embed_text, "embed_audio": model.embed_audio, "embed_vision": model.embed_vision,
+             "completeness": model.completeness, "proxy": model.proxy, "language_encoder": model.dmml.language_encoder,
+             "fusion": model.dmml.fusion, "head": model.dmml.head, "rec_text": model.reconstructor[0]}
+    for k, mod in parts.items():
+        mod.register_forward_hook(hook(k))
+    out = model(batch)
+    for k in ("embed_text", "embed_audio", "embed_vision"):
+        assert seen[k].shape == (2 * B, T, d)  # incomplete and complete inputs in one pass
+    assert seen["completeness"].shape == (B,) and ((seen["completeness"] > 0) & (seen["completeness"] < 1)).all()
+    assert seen["proxy"].shape == (B, T, d)
+    assert [s.shape for s in seen["language_encoder"]] == [(B, T, d)] * 3
+    assert seen["fusion"].shape == (B, T + 1, d)
+    assert seen["head"].shape == (B, 1) and out.pred.shape == (B,)
+    assert seen["rec_text"].shape == (B, T, d)
+    assert set(out.losses) == {"completeness", "adversarial", "reconstruction", "sentiment"}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in out.losses.values())
+    ex = out.extras
+    assert ex["w"].shape == (B,) and ex["disc_acc"].shape == (B,) and ex["rec_error"].shape == (B, 3)
+    assert ex["hyper_attn_audio"].shape == ex["hyper_attn_vision"].shape == (B, 3, T, T)
+    torch.testing.assert_close(ex["hyper_attn_audio"].sum(-1), torch.ones(B, 3, T))
+    assert not any(v.requires_grad for v in ex.values())
+    # the weighted terms are what the trainer sums
+    cfg = model.cfg
+    torch.testing.assert_close(out.losses["reconstruction"], cfg.gamma * ex["rec_error"].mean())
+    sum(out.losses.values()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters()), "a parameter got no gradient"
+
+    model.eval()  # evaluation: one pass over the incomplete input only, no complete-input losses
+    seen.clear()
+    with torch.no_grad():
+        out = model(batch)
+    assert seen["embed_text"].shape == (B, T, d)
+    assert set(out.losses) == {"completeness", "sentiment"} and "rec_error" not in out.extras
+
+
+def test_presets_and_yaml_configs_agree():
+    assert lnln_preset("mosei").fusion_depth == 4 and lnln_preset("sims").beta == 0.6
+    assert lnln_preset("sims").text.name_or_path == "bert-base-chinese"
+    assert lnln_preset("default") == LNLNConfig()
+    with pytest.raises(ValueError, match="unknown LNLN preset"):
+        lnln_preset("imdb")
+    for name in ("mosi", "mosei", "sims", "default"):
+        cfg = load_config(REPO / "configs" / f"lnln_{name}.yaml")
+        assert cfg.model == "lnln"
+        assert asdict(model_config(cfg)) == asdict(lnln_preset(name)), name
+    cfg = load_config(REPO / "configs" / "almt_default.yaml")
+    assert model_config(cfg) == ALMTConfig(**{k: v for k, v in asdict(lnln_preset("default")).items()
+                                              if k not in ("use_dmc", "use_reconstructor", "use_adversarial", "text")},
+                                           text=lnln_preset("default").text)
+
+
+def test_registry_and_almt_ablation():
+    spec = PAPER_SPECS["mosi"]
+    assert get_model_class("lnln") == (LNLNConfig, LNLN) and get_model_class("almt") == (ALMTConfig, LNLN)
+    almt = build_model("almt", replace(ALMTConfig(), text=FEATURES), spec)
+    assert not hasattr(almt, "completeness") and not hasattr(almt, "reconstructor")
+    assert not hasattr(almt, "discriminator") and not almt.needs_complete
+    calls = []
+    almt.embed_text.register_forward_hook(lambda m, a, o: calls.append(o.shape[0]))
+    out = almt.train()(random_batch(spec, 2))
+    assert calls == [2]  # nothing needs the complete input: one pass over the incomplete input
+    assert set(out.losses) == {"sentiment"}
+    # one switch at a time
+    no_rec = LNLN(replace(LNLNConfig(), text=FEATURES, use_reconstructor=False), spec).train()
+    assert set(no_rec(random_batch(spec, 2)).losses) == {"completeness", "adversarial", "sentiment"}
+    no_adv = LNLN(replace(LNLNConfig(), text=FEATURES, use_adversarial=False), spec).train()
+    assert set(no_adv(random_batch(spec, 2)).losses) == {"completeness", "reconstruction", "sentiment"}
+
+
+# ---------------------------------------------------------------------------------------------- mechanics
+
+
+def test_gradient_reversal_flips_the_generators_gradient(monkeypatch):
+    """The proxy generator's gradient from the discriminator loss is exactly minus that of a plain connection."""
+    spec = PAPER_SPECS["mosi"]
+    batch = random_batch(spec, 4, seed=3)
+
+    def generator_grads():
+        torch.manual_seed(0)
+        model = LNLN(replace(LNLNConfig(), text=FEATURES), spec).train()
+        model(batch).losses["adversarial"].backward()
+        return torch.cat([p.grad.flatten() for p in model.proxy.parameters()]), model
+
+    reversed_grad, model = generator_grads()
+    disc_grad = model.discriminator[0].weight.grad.clone()
+    monkeypatch.setattr(lnln_module, "grad_reverse", lambda x, scale=1.0: x)  # a plain connection
+    plain_grad, plain_model = generator_grads()
+    assert plain_grad.abs().max() > 1e-6, "the discriminator loss must reach the generator"
+    torch.testing.assert_close(reversed_grad, -plain_grad, rtol=1e-5, atol=1e-9)
+    # the discriminator itself is trained normally in both cases
+    torch.testing.assert_close(plain_model.discriminator[0].weight.grad, disc_grad, rtol=1e-5, atol=1e-9)
+
+
+def test_one_batched_pass_equals_two_passes():
+    """[incomplete; complete] through the text encoder and the embeddings at once = two separate passes."""
+    spec = DataSpec(text_len=12, text_dim=16, audio_len=20, audio_dim=5, vision_len=15, vision_dim=7)
+    torch.manual_seed(0)
+    model = LNLN(replace(LNLNConfig(), text=TINY), spec).eval()
+    batch = random_batch(spec, 5, seed=1)
+    calls = []
+    model.text_encoder.register_forward_hook(lambda m, a, o: calls.append(o.shape[0]))
+    with torch.no_grad():
+        inc, com = model.embed_pair(batch, batch.complete)
+        inc2, com2 = model.embed_batch(batch), model.embed_batch(batch.complete)
+    assert calls == [10, 5, 5]
+    for a, b in zip(inc + com, inc2 + com2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(inc[0], com[0])  # the two inputs do differ
+    calls.clear()
+    model.train()(batch)  # training: exactly one text-encoder pass, over 2B samples
+    assert calls == [10]
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def trained(synth_ds, tmp_path_factory):
+    """LNLN and the baseline, each trained once with configs/lnln_default.yaml's train settings on the embedded
+    default (selected on validation as usual), then swept over the test rates of protocol A."""
+    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    base = load_config(REPO / "configs" / "lnln_default.yaml")
+    out = {}
+    try:
+        for name in ("lnln", "baseline"):
+            cfg = RunConfig(model=name, data=base.data, model_config=base.model_config if name == "lnln" else {},
+                            train=replace(base.train, out_dir=str(tmp_path_factory.mktemp(name)), progress=False))
+            set_seed(cfg.train.seed, True, 2)
+            model = build_model(name, model_config(cfg), synth_ds.spec)
+            t0 = time.perf_counter()
+            res = fit(model, synth_ds, cfg.train, cfg.train.out_dir, config_hash(cfg))
+            wall = time.perf_counter() - t0
+            records = sweep(model.eval(), synth_ds["test"].data, synth_ds.spec, "A", cfg.train.eval_seed, "test")
+            out[name] = {"model": model, "records": records, "train_s": wall, "best_epoch": res.best_epoch}
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+    print(f"\ntraining on 2 threads ({base.train.epochs} epochs): LNLN {out['lnln']['train_s']:.1f} s, "
+          f"baseline {out['baseline']['train_s']:.1f} s")
+    return out
+
+
+def mean_over_rates(records, metric: str) -> float:
+    values = [r["value"] for r in records if r["setting"] == "rate" and r["metric"] == metric]
+    assert len(values) == 10
+    return float(np.mean(values))
+
+
+def spearman(x, y) -> float:
+    rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (np.asarray(x), np.asarray(y)))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+@pytest.mark.slow
+def test_completeness_score_tracks_the_text_missing_rate(trained, synth_ds):
+    model = trained["lnln"]["model"]
+    test = synth_ds["test"].data
+    plan = missing.protocol_a(test, None, seed=5, epoch=0, split="test")  # per-sample rates, as in training
+    _, ex = predict(model, test, plan, synth_ds.spec.unk_id, extras=True)
+    rho = spearman(ex["w"].numpy(), plan.rates[:, 0].numpy())
+    print(f"\nSpearman(w, text missing rate) = {rho:.3f}")
+    assert rho < -0.5
+
+
+@pytest.mark.slow
+def test_language_dominates(trained, synth_ds):
+    """Acc-2 drops more when only the text is corrupted than when only the vision is (same rate)."""
+    model, test, spec = trained["lnln"]["model"], synth_ds["test"].data, synth_ds.spec
+    y = test.labels.numpy()
+
+    def acc2(plan):
+        return metrics.compute(predict(model, test, plan, spec.unk_id).numpy(), y)["Acc-2 non-0"]
+
+    full = missing.protocol_a(test, 0.8, seed=0, epoch=0, split="test")
+    keep_all = lambda t: torch.ones_like(t)  # noqa: E731
+    text_only = replace(full, audio_keep=keep_all(full.audio_keep), vision_keep=keep_all(full.vision_keep))
+    vision_only = replace(full, text_keep=keep_all(full.text_keep), audio_keep=keep_all(full.audio_keep))
+    clean = acc2(None)
+    drop_text, drop_vision = clean - acc2(text_only), clean - acc2(vision_only)
+    print(f"\nAcc-2 clean {clean:.3f}; drop with text at r=0.8 {drop_text:.3f}, with vision at r=0.8 {drop_vision:.3f}")
+    assert drop_text > drop_vision
+    assert drop_text > 0.02
+
+
+@pytest.mark.slow
+def test_dropped_frames_cannot_leak(trained, synth_ds):
+    """Eval mode: any values at dropped or padded audio/vision frames (and padded text) give the same prediction."""
+    model, spec = trained["lnln"]["model"], synth_ds.spec
+    data = synth_ds["test"].data.take(torch.arange(64))
+    b = missing.apply(data, missing.protocol_a(data, 0.5, 0, 0, "test"), spec.unk_id)
+    g = torch.Generator().manual_seed(0)
+    noisy = lambda x, keep: torch.where(keep[..., None], x, 100 * torch.randn(x.shape, generator=g))  # noqa: E731
+    garbage = b.with_(audio=noisy(b.audio, b.audio_mask), vision=noisy(b.vision, b.vision_mask),
+                      text_feat=noisy(b.text_feat, b.text_mask.bool()))
+    assert (~b.audio_mask).any() and (~b.vision_mask).any()
+    model.eval()
+    with torch.no_grad():
+        p, p_garbage = model(b).pred, model(garbage).pred
+        # control: the same change at KEPT frames does change the prediction (the test can fail)
+        p_kept = model(b.with_(audio=noisy(b.audio, ~b.audio_mask), vision=noisy(b.vision, ~b.vision_mask))).pred
+    torch.testing.assert_close(p_garbage, p, rtol=0, atol=1e-5)
+    assert (p_kept - p).abs().max() > 1e-2
+
+
+@pytest.mark.slow
+def test_beats_the_baseline(trained):
+    mae = {k: mean_over_rates(v["records"], "MAE") for k, v in trained.items()}
+    print(f"\nmean test MAE over r = 0.0..0.9: LNLN {mae['lnln']:.4f}, baseline {mae['baseline']:.4f}")
+    assert mae["lnln"] < mae["baseline"]
+
+
+@pytest.mark.slow
+def test_introspection_extras(trained, synth_ds):
+    model, test, spec = trained["lnln"]["model"], synth_ds["test"].data, synth_ds.spec
+    plan = missing.protocol_a(test, 0.5, 0, 0, "test")
+    _, ex = predict(model, test, plan, spec.unk_id, extras=True)
+    assert "rec_error" not in ex and ex["w"].shape == (len(test),)  # evaluation is one pass by default
+    model.introspect = True
+    try:
+        _, ex = predict(model, test, plan, spec.unk_id, extras=True)
+    finally:
+        model.introspect = False
+    assert ex["rec_error"].shape == (len(test), 3) and (ex["rec_error"] >= 0).all()
+    assert ex["disc_acc"].shape == (len(test),) and ((ex["disc_acc"] >= 0) & (ex["disc_acc"] <= 1)).all()
+    assert ex["hyper_attn_vision"].shape == (len(test), 3, 8, 8)
