@@ -540,3 +540,713 @@ def metric_summary(pred, label, language: str = "en") -> pd.DataFrame:
 __all__ = ["TrainedRun", "achieved", "at_rates", "code_fingerprint", "config", "examples", "format_table",
            "headline_metrics", "load", "metric_steps", "metric_summary", "metrics_table", "modes_table", "preset_name", "preset_path",
            "probe", "run_lock", "token_table", "runs_dir", "setup", "trained"]
+
+
+# --------------------------------------------------------------------------------------------- LNLN (chapters 6 and 7)
+def spearman(x, y) -> float:
+    """Spearman's rank correlation of two sequences (tied values share their mean rank)."""
+    rx = pd.Series(np.asarray(x, np.float64)).rank().to_numpy()
+    ry = pd.Series(np.asarray(y, np.float64)).rank().to_numpy()
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def one_modality_sweep(model, data: MMSADataset, rates=(0.0, 0.3, 0.5, 0.7, 0.9), seed: int = 0, split: str = "test",
+                       metrics: list[str] | None = None) -> pd.DataFrame:
+    """Tidy rows (corrupted, level, metric, value): the model's test metrics when protocol A at rate r corrupts ONE
+    modality and leaves the other two complete. The masks are those of the ordinary test draw at r (seed
+    ``seed``), so the three rows of a rate differ only in which modality the draw is applied to. Default metrics:
+    binary accuracy (percent) and MAE."""
+    import dataclasses
+
+    from .evaluate import predict
+
+    lang = data.spec.language
+    metrics = metrics or ["Acc-2" if lang == "zh" else "Acc-2 non-0", "MAE"]
+    cpu = data[split].data
+    dev = cpu.to(_device_of(model))
+    y = cpu.labels.numpy()
+    rows = []
+    for r in rates:
+        plan = missing.protocol_a(cpu, r, seed, 0, split)
+        keeps = (plan.text_keep, plan.audio_keep, plan.vision_keep)
+        scores = None
+        for i, m in enumerate(missing.MODALITIES):
+            k = [kk if j == i else torch.ones_like(kk) for j, kk in enumerate(keeps)]
+            rates_i = plan.rates * (torch.arange(3) == i).float()  # the other two are complete
+            one = dataclasses.replace(plan, text_keep=k[0], audio_keep=k[1], vision_keep=k[2], rates=rates_i)
+            if scores is None or float(r) > 0:  # at r = 0 the three inputs are the same: predict once
+                scores = M.compute(predict(model, dev, one, data.spec.unk_id).numpy(), y, lang)
+            rows += [{"corrupted": m, "level": float(r), "metric": name,
+                      "value": scores[name] * (100.0 if name.startswith(PERCENT_PREFIXES) else 1.0)} for name in metrics]
+    return pd.DataFrame(rows)
+
+
+def completeness_scores(model, data: MMSADataset, rate: float | None = None, seed: int = 0,
+                        split: str = "test") -> pd.DataFrame:
+    """Per sample of ``split``: the share of its droppable text tokens that protocol A dropped, and LNLN's
+    completeness score w. ``rate=None`` draws the training distribution (every sample its own rate, half of
+    them complete), so the scores cover the whole range; a number applies that rate to every sample."""
+    from .evaluate import predict
+
+    cpu = data[split].data
+    plan = missing.protocol_a(cpu, rate, seed, 0, split)
+    _, ex = predict(model, cpu.to(_device_of(model)), plan, data.spec.unk_id, extras=True)
+    if "w" not in ex:
+        raise ValueError("the model has no completeness check (use_dmc is off)")
+    return pd.DataFrame({"text missing rate": plan.rates[:, 0].numpy().astype(np.float64),
+                         "w": ex["w"].numpy().astype(np.float64)})
+
+
+@torch.no_grad()
+def lnln_diagnostics(model, data: MMSADataset, rates=missing.RATES, seed: int = 0, split: str = "test",
+                     batch_size: int = 256) -> pd.DataFrame:
+    """What LNLN's auxiliary parts do at each protocol-A test rate r (all three modalities corrupted, the book's
+    test draw), recomputed from the model's public parts on the incomplete input and on the complete one:
+
+    - ``w``: the mean completeness score;
+    - ``disc. accuracy``: how often the effectiveness discriminator labels a token correctly, on the corrected
+      language tokens h_d (label 1) and on the complete input's language tokens c_l (label 0), half each;
+    - ``h_l to c_l``, ``h_p to c_l``, ``h_d to c_l``: squared distance of the incomplete language tokens, of the
+      proxy and of the corrected feature to c_l, relative to the squared norm of c_l (mean over samples);
+    - ``rec. <m>`` and ``as is <m>``: the mean squared error to the complete input's summary tokens of modality m,
+      of the reconstructor's output and of the incomplete tokens themselves (what doing nothing would give).
+
+    Columns of parts the model does not have (ablations) are left out."""
+    from .evaluate import autocast
+
+    dev = _device_of(model)
+    cpu = data[split].data
+    full = cpu.to(dev)
+    was_training = model.training
+    model.eval()
+    cfg = model.cfg
+    out = []
+    for r in rates:
+        plan = missing.protocol_a(cpu, r, seed, 0, split)
+        sums: dict[str, float] = {}
+
+        def add(name, per_sample):
+            sums[name] = sums.get(name, 0.0) + float(per_sample.float().sum())
+
+        for start in range(0, len(cpu), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(cpu)))
+            b = missing.apply(full.take(idx.to(dev)), plan.take(idx), data.spec.unk_id)
+            with autocast(dev):
+                inc, com = model.embed_batch(b), model.embed_batch(b.complete)
+                c_l = com[0].float()
+                norm = c_l.pow(2).sum((1, 2))
+                if cfg.use_dmc:
+                    w = model.completeness(inc[0])
+                    h_p = model.proxy(inc[1], inc[2])
+                    h_d = w[:, None, None] * inc[0] + (1.0 - w)[:, None, None] * h_p
+                    add("w", w)
+                    if model.use_adversarial:
+                        tok_d = (model.discriminator(h_d).argmax(-1) == 1).float().mean(1)
+                        tok_c = (model.discriminator(com[0]).argmax(-1) == 0).float().mean(1)
+                        add("disc. accuracy", (tok_d + tok_c) / 2)
+                    for name, h in (("h_l", inc[0]), ("h_p", h_p), ("h_d", h_d)):
+                        add(f"{name} to c_l", (h.float() - c_l).pow(2).sum((1, 2)) / norm)
+                for i, m in enumerate(missing.MODALITIES):
+                    if cfg.use_reconstructor:
+                        add(f"rec. {m}", (model.reconstructor[i](inc[i]).float() - com[i].float()).pow(2).mean((1, 2)))
+                    add(f"as is {m}", (inc[i].float() - com[i].float()).pow(2).mean((1, 2)))
+        out.append({"r": float(r), **{k: v / len(cpu) for k, v in sums.items()}})
+    model.train(was_training)
+    return pd.DataFrame(out).set_index("r")
+
+
+def reconstruction_curves(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Tidy rows (modality, tokens, level, value) from :func:`lnln_diagnostics`: the reconstruction error per
+    modality against r, for the reconstructed tokens and for the incomplete tokens as they are."""
+    rows = []
+    for m in missing.MODALITIES:
+        for col, kind in ((f"rec. {m}", "reconstructed"), (f"as is {m}", "incomplete, as is")):
+            if col in diagnostics:
+                rows += [{"modality": m, "tokens": kind, "level": float(r), "value": float(v)}
+                         for r, v in diagnostics[col].items()]
+    return pd.DataFrame(rows)
+
+
+def hyper_attention(model, data: MMSADataset, rate: float, seed: int = 0, split: str = "test") -> dict[str, np.ndarray]:
+    """The hyper-modality attention weights averaged over the samples of ``split`` (and over heads) at protocol-A
+    rate ``rate``: ``{"audio": (layers, T, T), "vision": (layers, T, T)}``, rows = language tokens (queries),
+    columns = the modality's summary tokens (keys)."""
+    from .evaluate import predict
+
+    cpu = data[split].data
+    plan = missing.protocol_a(cpu, rate, seed, 0, split)
+    _, ex = predict(model, cpu.to(_device_of(model)), plan, data.spec.unk_id, extras=True)
+    return {m: ex[f"hyper_attn_{m}"].double().mean(0).numpy() for m in ("audio", "vision")}
+
+
+_PART_NAMES = (  # parameter-name prefix -> the part of LNLN it belongs to
+    ("embed_", "unimodal embedding (3 modalities)"),
+    ("completeness.", "DMC: completeness check"),
+    ("proxy.", "DMC: proxy generator"),
+    ("discriminator.", "DMC: effectiveness discriminator"),
+    ("dmml.language_encoder.", "DMML: language encoder"),
+    ("dmml.hyper_", "DMML: hyper-modality learning"),
+    ("dmml.fusion.", "DMML: fusion (cross Transformer)"),
+    ("dmml.head.", "DMML: regression head"),
+    ("reconstructor.", "reconstructor (3 modalities)"),
+)
+
+
+def lnln_parts(model, paper: str | None = "mosi") -> pd.DataFrame:
+    """Parameters per part of an LNLN ``model`` (text encoder excluded), and with ``paper`` the same count for the
+    authors' configuration of that dataset (``lnln_preset``, the paper's data shapes)."""
+    from dataclasses import replace as _replace
+
+    from .models.lnln import LNLN, PAPER_SPECS, lnln_preset
+    from .models.text import TextEncoderConfig
+
+    def count(net):
+        c = dict.fromkeys([name for _, name in _PART_NAMES], 0)
+        for n, p in net.named_parameters():
+            part = next((name for pre, name in _PART_NAMES if n.startswith(pre)), None)
+            if part is not None:
+                c[part] += p.numel()
+        return c
+
+    cols = {"this model": count(model)}
+    if paper:
+        with preserved_rng():
+            ref = LNLN(_replace(lnln_preset(paper), text=TextEncoderConfig(kind="features")), PAPER_SPECS[paper])
+        cols[f"authors' {paper.upper()} size"] = count(ref)
+    tab = pd.DataFrame(cols)
+    tab.loc["total (text encoder excluded)"] = tab.sum()
+    tab.index.name = "part"
+    return tab.astype(np.int64)
+
+
+class _DiscriminatorRecorder:
+    """A global forward hook that reads LNLN's extras while the trainer runs: in training the discriminator's
+    accuracy on each batch; in evaluation (the validation pass after each epoch) one more, introspective forward
+    of the same batch. Reads only: the training it watches is unchanged."""
+
+    def __init__(self, n_batches: int):
+        self.n_batches, self.seen, self.busy, self.rows = n_batches, 0, False, {}
+
+    def _add(self, epoch, key, values):
+        row = self.rows.setdefault(epoch, {})
+        s, n = row.get(key, (0.0, 0))
+        row[key] = (s + float(values.float().sum()), n + values.numel())
+
+    def __call__(self, module, args, output):
+        from .models.lnln import LNLN
+
+        if self.busy or not isinstance(module, LNLN):
+            return None
+        if module.training:
+            epoch, self.seen = self.seen // self.n_batches, self.seen + 1
+            if "disc_acc" in output.extras:
+                self._add(epoch, "train", output.extras["disc_acc"])
+            return None
+        self.busy, old = True, module.introspect
+        module.introspect = True
+        try:
+            ex = module(*args).extras
+        finally:
+            module.introspect, self.busy = old, False
+        if "disc_acc" in ex:
+            self._add(self.seen // self.n_batches - 1, "valid", ex["disc_acc"])
+        return None
+
+    def frame(self) -> pd.DataFrame:
+        rows = [{"epoch": e, **{f"disc. accuracy ({k})": s / max(n, 1) for k, (s, n) in r.items()}}
+                for e, r in sorted(self.rows.items())]
+        return pd.DataFrame(rows)
+
+
+def training_trace(run: TrainedRun) -> pd.DataFrame:
+    """Per epoch of an LNLN ``run``: the effectiveness discriminator's accuracy on the training batches (mean over
+    the epoch, corrupted and complete tokens half each) and on the validation split at the selection rate (after
+    the epoch), and the discriminator's training cross-entropy (``train_adversarial`` / beta).
+
+    The trainer does not record the accuracy. This retrains the run's exact configuration (same seed, data and
+    code, hence the same trajectory: ``"train CE (cached run)"`` holds the cached run's history for comparison)
+    while a forward hook reads the model's extras; the result is kept as ``trace.csv`` in the run's folder, so the
+    retraining happens once."""
+    import dataclasses
+    import math
+    import tempfile
+
+    from .experiment import model_config
+    from .models import build_model
+    from .train import fit
+
+    path = run.dir / "trace.csv"
+    with run_lock(run.dir.parent / f"{run.dir.name}.lock"):
+        if not path.is_file():
+            cfg, t = run.config, run.config.train
+            rec = _DiscriminatorRecorder(math.ceil(len(run.data["train"].data) / t.batch_size))
+            with preserved_rng(), tempfile.TemporaryDirectory() as tmp:
+                set_seed(t.seed, t.deterministic, t.threads)  # as experiment.run does before building the model
+                net = build_model(cfg.model, model_config(cfg), run.data.spec)
+                handle = torch.nn.modules.module.register_module_forward_hook(rec)
+                try:
+                    res = fit(net, run.data, dataclasses.replace(t, out_dir=tmp, progress=False), tmp, "trace")
+                finally:
+                    handle.remove()
+            tab = rec.frame()
+            hist = pd.DataFrame(res.history)
+            beta = run.model.cfg.beta
+            tab["train CE"] = hist["train_adversarial"].to_numpy() / beta
+            tab.to_csv(path, index=False)
+        tab = pd.read_csv(path)
+    tab["train CE (cached run)"] = run.history["train_adversarial"].to_numpy() / run.model.cfg.beta
+    return tab
+
+
+def label_runs(runs: dict) -> pd.DataFrame:
+    """The test records of several runs, ``{"name": TrainedRun or [TrainedRun, ...]}``, with ``model`` set to the
+    name (several runs under one name, e.g. seeds, are averaged by the tables)."""
+    parts = []
+    for name, rs in runs.items():
+        for r in rs if isinstance(rs, (list, tuple)) else [rs]:
+            parts.append(r.records.assign(model=name))
+    return pd.concat(parts, ignore_index=True)
+
+
+__all__ += ["completeness_scores", "hyper_attention", "label_runs", "lnln_diagnostics", "lnln_parts",
+            "one_modality_sweep", "reconstruction_curves", "spearman", "training_trace"]
+
+
+# --------------------------------------------------------------------------------------------- ProMMA (chapters 3-5)
+# The ablation of chapters 3-5: name -> (model, model_config overrides). Every chapter trains a variant through
+# :func:`promma_variant`, so identical arguments give identical config hashes and the runs are shared.
+PROMMA_VARIANTS = {
+    "ProMMA": ("promma", {}),
+    "without MME": ("promma", {"use_mme": False}),
+    "without MPD": ("promma", {"use_mpd": False}),
+    "without DPW": ("promma", {"use_dpw": False}),
+    "without MPDC": ("promma", {"use_mpdc": False}),
+    "MPLMM-style": ("mplmm", {}),
+}
+_SHORT = {"text": "l", "audio": "a", "vision": "v"}
+
+
+def promma_variant(name: str, epochs: int | None = None, seed: int = 1111, dataset: str = "synth", full: bool = False,
+                   device: str = "auto", **kw) -> TrainedRun:
+    """One row of :data:`PROMMA_VARIANTS`, trained (or reused) by :func:`trained`. ``"ProMMA"`` is the same run as
+    ``trained("promma", epochs=epochs, seed=seed, dataset=dataset, full=full, device=device)``."""
+    model, over = PROMMA_VARIANTS[name]
+    return trained(model, epochs=epochs, seed=seed, dataset=dataset, full=full, device=device,
+                   model_config=dict(over) or None, **kw)
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def stage_model(run: TrainedRun, stage: str = "pretrain") -> torch.nn.Module:
+    """The selected checkpoint of one stage of a two-stage run (ProMMA: ``"pretrain"`` or ``"adapt"``), in eval mode.
+    The pretrain checkpoint is the frozen backbone that ProMMA's evaluator asks for its pseudo labels."""
+    net, _ = load_checkpoint(run.dir / stage / "best.pt", run.data.spec, _model_device(run.model))
+    return net.eval()
+
+
+def stage_history(run: TrainedRun, metric: str = "MAE") -> pd.DataFrame:
+    """Per epoch of both stages of a ProMMA run: stage, epoch (counted across the stages, from 1) and the validation
+    ``metric`` that selected the stage's checkpoint (stage 1 scores complete data, stage 2 protocol B at its eta).
+    ``run.history`` holds the last stage only; the first stage's log is read from its ``last.pt``."""
+    parts = []
+    for stage in ("pretrain", "adapt"):
+        ck = torch.load(run.dir / stage / "last.pt", map_location="cpu", weights_only=False)
+        h = pd.DataFrame(ck["history"])
+        parts.append(pd.DataFrame({"stage": "1: pretrain (complete data)" if stage == "pretrain" else
+                                   "2: adapt (protocol B)", f"valid {metric}": h[f"valid_{metric}"].astype(float).round(4)}))
+    out = pd.concat(parts, ignore_index=True)
+    out.insert(1, "epoch", np.arange(1, len(out) + 1))
+    return out
+
+
+def acc2_name(language: str = "en") -> str:
+    """The binary accuracy a compact ProMMA table shows: non-0 for MOSI-style data, the SIMS Acc-2 for Chinese."""
+    return "Acc-2" if language == "zh" else "Acc-2 non-0"
+
+
+def modes_compare(runs: dict, metrics: list[str] | None = None, protocol: str = "B") -> pd.DataFrame:
+    """Rows: the seven protocol-B missing modes (named by what is present) and the mean over the ten eta; columns:
+    (metric, run name) for ``runs = {"name": TrainedRun, ...}``. Default metrics: MAE and Acc-2."""
+    first = next(iter(runs.values()))
+    metrics = metrics or ["MAE", acc2_name(first.data.spec.language)]
+    rec = label_runs(runs)
+    rows = {m: metrics_table(rec, protocol, mode=m, metrics=metrics).T.stack() for m in missing.MODE_NAMES}
+    rows["mean over η"] = metrics_table(rec, protocol, level=None, metrics=metrics).T.stack()
+    tab = pd.DataFrame(rows).T
+    tab = tab[pd.MultiIndex.from_product([metrics, list(runs)])]
+    tab.index.name = "present"
+    return tab
+
+
+def stages_table(run: TrainedRun, metrics: list[str] | None = None) -> pd.DataFrame:
+    """The two stages of a ProMMA run on the test split, per protocol-B missing mode: the pretrained backbone
+    (stage 1, trained on complete data only) and the adapted model (stage 2, the run's selected checkpoint)."""
+    from .evaluate import evaluate
+
+    metrics = metrics or ["MAE", acc2_name(run.data.spec.language)]
+    net = stage_model(run, "pretrain")
+    test = run.data["test"].data.to(_model_device(net))
+    rec = run.records[(run.records.protocol == "B") & (run.records.setting == "mode")]
+    rows = {}
+    for k, name in enumerate(missing.MODE_NAMES):
+        pre = evaluate(net, test, run.data.spec, "B", None, run.config.train.eval_seed, "test", mode=k)
+        post = rec[rec["mode"] == name].set_index("metric").value
+        rows[name] = {**{(m, "stage 1: pretrained"): pre[m] for m in metrics},
+                      **{(m, "stage 2: adapted"): float(post[m]) for m in metrics}}
+    tab = pd.DataFrame(rows).T
+    tab = tab[pd.MultiIndex.from_product([metrics, ["stage 1: pretrained", "stage 2: adapted"]])]
+    tab.index.name = "present"
+    for c in tab.columns:
+        pct = c[0].startswith(PERCENT_PREFIXES)
+        tab[c] = (tab[c].astype(float) * (100 if pct else 1)).round(2 if pct else 3) + 0.0
+    return tab
+
+
+_MME_DECISIONS: dict[tuple, pd.DataFrame] = {}
+
+
+def mme_decisions(run: TrainedRun, split: str = "test", batch_size: int = 64) -> pd.DataFrame:
+    """What ProMMA's Missing Modality Evaluator decides on ``split`` under each incomplete protocol-B mode, one row
+    per (mode, missing modality):
+
+    - ``score``: the evaluator's mean s_m (NaN when the run has no evaluator);
+    - ``generated (%)``: share of samples whose stand-in is used (the gate; 100 without an evaluator);
+    - ``pseudo label 1 (%)``: share of samples for which the stand-in brings the FROZEN stage-1 backbone closer to
+      its complete-input prediction than leaving the modality absent (the training target, computed here on the
+      test split, whose complete data we have);
+    - ``agreement (%)``: evaluator decision (s_m >= threshold) equal to the pseudo label;
+    - ``stand-in error`` and ``input error``: mean squared error of the generated stand-in, and of what the encoders
+      receive (gate x stand-in), against the real projected features of that modality, divided by the mean square
+      of those features: 1 is the error of an all-zero stand-in (nothing generated).
+
+    Computed once per run and split in a kernel (a copy is returned).
+    """
+    key = (str(run.dir), (run.dir / "best.pt").stat().st_mtime_ns, split)
+    if key not in _MME_DECISIONS:
+        _MME_DECISIONS[key] = _mme_decisions(run, split, batch_size)
+    return _MME_DECISIONS[key].copy()
+
+
+@torch.no_grad()
+def _mme_decisions(run: TrainedRun, split: str, batch_size: int) -> pd.DataFrame:
+    from .models.layers import masked_mean
+
+    model = run.model
+    model.eval()
+    dev = _model_device(model)
+    data = run.data[split].data.to(dev)
+    unk = run.data.spec.unk_id
+    teacher = stage_model(run, "pretrain")
+    has_mme = bool(model.cfg.use_mme)
+    old = model._teacher
+    object.__setattr__(model, "_teacher", teacher)  # what start_adapt() snapshots; not saved in the checkpoint
+    rows = []
+    try:
+        for k in range(1, len(missing.MODES)):
+            plan = missing.draw("B", data, None, 0, 0, split, mode=k)
+            acc = {}
+            for start in range(0, len(data), batch_size):
+                idx = torch.arange(start, min(start + batch_size, len(data)), device=dev)
+                b = missing.apply(data.take(idx), plan.take(idx.cpu()), unk)
+                out = model(b)
+                raw, masks, present = model._inputs(b)
+                gen = model.generator(raw, masks, present)
+                label = model.pseudo_labels(b, raw, masks, present, gen)
+                raw_c, masks_c, _ = model._inputs(b.complete)
+                for m in range(3):
+                    if present[0, m]:
+                        continue
+                    target = model.proj[m](raw_c[m])  # (B, L, d) the real projected features
+                    gate = out.extras["mme_gate"][:, m]
+                    per = lambda x: masked_mean(x.pow(2).mean(-1, keepdim=True), masks_c[m]).squeeze(-1)  # noqa: E731
+                    a = acc.setdefault(m, {k2: 0.0 for k2 in ("n", "score", "gate", "label", "agree", "err", "fed", "ref")})
+                    a["n"] += len(idx)
+                    a["gate"] += float(gate.sum())
+                    a["label"] += float(label[:, m].sum())
+                    if has_mme:
+                        s = out.extras["mme_score"][:, m]
+                        a["score"] += float(s.sum())
+                        a["agree"] += float(((s >= model.cfg.mme_threshold).to(s.dtype) == label[:, m]).sum())
+                    a["err"] += float(per(gen[m] - target).sum())
+                    a["fed"] += float(per(gate[:, None, None] * gen[m] - target).sum())
+                    a["ref"] += float(per(target).sum())
+            for m, a in acc.items():
+                rows.append({"present": missing.MODE_NAMES[k], "missing": missing.MODALITIES[m],
+                             "score": a["score"] / a["n"] if has_mme else np.nan,
+                             "generated (%)": 100 * a["gate"] / a["n"], "pseudo label 1 (%)": 100 * a["label"] / a["n"],
+                             "agreement (%)": 100 * a["agree"] / a["n"] if has_mme else np.nan,
+                             "stand-in error": a["err"] / a["ref"], "input error": a["fed"] / a["ref"]})
+    finally:
+        object.__setattr__(model, "_teacher", old)
+    out = pd.DataFrame(rows)
+    num = out.columns[2:]
+    out[num] = out[num].astype(float).round(3) + 0.0
+    return out.set_index(["present", "missing"])
+
+
+def imputation_compare(runs: dict, split: str = "test") -> pd.DataFrame:
+    """:func:`mme_decisions` of several runs side by side: per (mode, missing modality) the share of stand-ins
+    used and the normalised error of what the encoders receive (1 = an all-zero stand-in)."""
+    parts = {name: mme_decisions(r, split)[["generated (%)", "stand-in error", "input error"]] for name, r in runs.items()}
+    tab = pd.concat(parts, axis=1).swaplevel(axis=1)
+    return tab[pd.MultiIndex.from_product([["generated (%)", "stand-in error", "input error"], list(runs)])]
+
+
+def same_pretrained_backbone(a: TrainedRun, b: TrainedRun) -> bool:
+    """True when two ProMMA-family runs ended stage 1 with identical backbones (every backbone parameter and buffer
+    of the two stage-1 checkpoints): their comparison then differs in stage 2 only. The prompts and modules, which
+    stage 1 does not train, are not compared: their initial values depend on which modules a variant builds."""
+    from .models.promma import BACKBONE
+
+    sa = torch.load(a.dir / "pretrain" / "best.pt", map_location="cpu", weights_only=False)["model"]
+    sb = torch.load(b.dir / "pretrain" / "best.pt", map_location="cpu", weights_only=False)["model"]
+    shared = [k for k in sa if k.split(".")[0] in BACKBONE] + [k for k in sb if k.split(".")[0] in BACKBONE]
+    shared = list(dict.fromkeys(shared))
+    if any(k not in sa or k not in sb for k in shared):
+        return False
+    return bool(shared) and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in shared)
+
+
+# ---- MPD (chapter 4)
+def initial_model(run: TrainedRun) -> torch.nn.Module:
+    """The run's model as it was before training: the same config, built after the same seeding as
+    :func:`mmsa_core.experiment.run` (the global random state of the chapter is left as it was)."""
+    from .experiment import model_config
+    from .models import build_model
+
+    t = run.config.train
+    with preserved_rng():
+        set_seed(t.seed, t.deterministic, None)
+        net = build_model(run.config.model, model_config(run.config), run.data.spec)
+    return net.to(_model_device(run.model)).eval()
+
+
+PAIR_NAMES = ("D_l, D_a", "D_l, D_v", "D_a, D_v", "D_l, P_s", "D_a, P_s", "D_v, P_s")
+
+
+@torch.no_grad()
+def orth_terms(model) -> pd.Series:
+    """The six terms of the orthogonality loss of a ProMMA model with MPD: for each pair (A, B) of the private parts
+    D_m = U_m V_mᵀ and the shared prompt P_s, the mean squared cosine between the tokens of A and of B
+    (= ||Â B̂ᵀ||_F² / L_p²). Their sum is ``model.orth_loss()``."""
+    D = torch.nn.functional.normalize(model.private_delta(), dim=-1)  # (3, L_p, 2d)
+    P = torch.nn.functional.normalize(model.shared_prompt, dim=-1)  # (L_p, 2d)
+    pairs = [(D[0], D[1]), (D[0], D[2]), (D[1], D[2]), (D[0], P), (D[1], P), (D[2], P)]
+    return pd.Series([float((a @ b.T).pow(2).mean()) for a, b in pairs], index=list(PAIR_NAMES), name="L_orth term")
+
+
+def orth_table(run: TrainedRun, digits: int = 6) -> pd.DataFrame:
+    """The terms of the orthogonality loss at initialisation and after training, and their sum."""
+    tab = pd.DataFrame({"at initialisation": orth_terms(initial_model(run)), "after training": orth_terms(run.model)})
+    tab.loc["L_orth (sum)"] = tab.sum()
+    tab.index.name = "pair"
+    return tab.round(digits) + 0.0
+
+
+def loss_history(run: TrainedRun, term: str, weight: str | None = None) -> pd.DataFrame:
+    """Per epoch of the last stage, the training loss ``term`` (``"orth"``, ``"mi"``, ``"mme"``, ``"gen"``) as the
+    mean over the epoch's batches, divided by its weight ``lambda_<weight>`` so that the loss itself is shown."""
+    lam = getattr(run.model.cfg, f"lambda_{weight or term}")
+    h = run.history
+    return pd.DataFrame({"epoch": h.epoch.astype(int) + 1, term: (h[f"train_{term}"] / lam).astype(float)})
+
+
+@torch.no_grad()
+def prompt_norms(model) -> pd.DataFrame:
+    """Per modality: the mean token norm of the shared prompt P_s, of the private part D_m and their ratio, and the
+    mean cosine between the tokens of P_m = P_s + D_m and of P_s."""
+    P, D = model.shared_prompt, model.private_delta()
+    rows = {}
+    for i, m in enumerate(missing.MODALITIES):
+        Pm = P + D[i]
+        rows[m] = {"|P_s| per token": float(P.norm(dim=-1).mean()), "|D_m| per token": float(D[i].norm(dim=-1).mean()),
+                   "|D_m| / |P_s|": float(D[i].norm(dim=-1).mean() / P.norm(dim=-1).mean()),
+                   "cos(P_m, P_s)": float(torch.nn.functional.cosine_similarity(Pm, P, dim=-1).mean())}
+    tab = pd.DataFrame(rows).T
+    tab.index.name = "modality m"
+    return tab.round(4) + 0.0
+
+
+def _pca2(x: torch.Tensor) -> np.ndarray:
+    """(n, k) -> (n, 2): the centred points on their first two principal axes (SVD; deterministic signs: the
+    largest loading of each axis is positive)."""
+    x = x.double()
+    x = x - x.mean(0, keepdim=True)
+    _, _, vt = torch.linalg.svd(x, full_matrices=False)
+    v = vt[:2]
+    sign = torch.sign(v.gather(1, v.abs().argmax(1, keepdim=True)))
+    return (x @ (v * sign).T).numpy()
+
+
+@torch.no_grad()
+def prompt_points(model, digits: int = 5) -> pd.DataFrame:
+    """2-D PCA of the prompt tokens of MPD, tidy (panel, prompt, token, pc1, pc2). Panel "prompts": the L_p tokens
+    of P_s and of each P_m = P_s + D_m, on the principal axes of all of them. Panel "private parts": the tokens of
+    D_l, D_a, D_v on their own principal axes."""
+    P, D = model.shared_prompt.detach().cpu(), model.private_delta().detach().cpu()
+    Lp = P.shape[0]
+    names = ["P_s"] + [f"P_{_SHORT[m]}" for m in missing.MODALITIES]
+    full = torch.cat([P] + [P + D[i] for i in range(3)])
+    parts = []
+    for panel, pts, labels in (("prompts P_s and P_m", full, names),
+                               ("private parts D_m", D.reshape(-1, D.shape[-1]), [f"D_{_SHORT[m]}" for m in missing.MODALITIES])):
+        xy = _pca2(pts)
+        parts.append(pd.DataFrame({"panel": panel, "prompt": np.repeat(labels, Lp), "token": np.tile(np.arange(1, Lp + 1), len(labels)),
+                                   "pc1": xy[:, 0], "pc2": xy[:, 1]}))
+    out = pd.concat(parts, ignore_index=True)
+    out[["pc1", "pc2"]] = out[["pc1", "pc2"]].round(digits) + 0.0
+    return out
+
+
+@torch.no_grad()
+def prompt_cosines(model, digits: int = 3) -> pd.DataFrame:
+    """Cosine similarity between every pair of tokens of P_s, D_l, D_a, D_v (what the orthogonality loss pushes to
+    zero between groups), as a square DataFrame labelled ``P_s 1``, ..., ``D_v 4``."""
+    P, D = model.shared_prompt, model.private_delta()
+    groups = [("P_s", P)] + [(f"D_{_SHORT[m]}", D[i]) for i, m in enumerate(missing.MODALITIES)]
+    x = torch.nn.functional.normalize(torch.cat([g for _, g in groups]), dim=-1)
+    labels = [f"{n} {j + 1}" for n, g in groups for j in range(len(g))]
+    return pd.DataFrame((x @ x.T).double().numpy().round(digits) + 0.0, index=labels, columns=labels)
+
+
+# ---- DPW and MPDC (chapter 5)
+@torch.no_grad()
+def dpw_weights(run: TrainedRun, split: str = "test") -> pd.DataFrame:
+    """Mean DPW weight of each crossmodal stream under each protocol-B missing mode on ``split``, tidy (present,
+    target, source, weight): for each target modality, the weights of its two streams sum to 1 per sample."""
+    from .evaluate import predict
+
+    data = run.data[split].data.to(_model_device(run.model))
+    rows = []
+    pairs = [(t, s) for t in missing.MODALITIES for s in missing.MODALITIES if s != t]  # l<-a, l<-v, a<-l, ...
+    for k, name in enumerate(missing.MODE_NAMES):
+        plan = missing.draw("B", data, None, 0, 0, split, mode=k)
+        _, ex = predict(run.model, data, plan, run.data.spec.unk_id, extras=True)
+        w = ex["dpw_weights"].double().mean(0)  # (3, 2)
+        for i, (t, s) in enumerate(pairs):
+            rows.append({"present": name, "target": t, "source": s, "weight": round(float(w[i // 2, i % 2]), 4) + 0.0})
+    return pd.DataFrame(rows)
+
+
+def infonce_history(run: TrainedRun) -> pd.DataFrame:
+    """Per epoch of the adapt stage: the InfoNCE loss of the DPW critics (mean over the six streams and the epoch's
+    batches) and the lower bound on the mutual information it gives, log B - L_NCE, in nats (B = the batch size;
+    the last, smaller batch of an epoch makes this an approximation)."""
+    h = loss_history(run, "mi")
+    B = run.config.train.batch_size
+    h = h.rename(columns={"mi": "L_NCE"})
+    h["log B"] = float(np.log(B))
+    h["bound log B - L_NCE (nats)"] = h["log B"] - h["L_NCE"]
+    return h.set_index("epoch").round(4) + 0.0
+
+
+def mpdc_table(run: TrainedRun, eta: float = 0.7, n: int = 64) -> pd.DataFrame:
+    """The MPDC gates g after training, one row per (memory encoder, layer), and the gradient of the sentiment loss
+    with respect to each gate on ``n`` training samples under protocol B at ``eta`` (eval mode, on a copy of the
+    model): a gate whose gradient is exactly 0 cannot move from its initial 0."""
+    import copy
+
+    net = copy.deepcopy(run.model).eval()
+    dev = _model_device(net)
+    data = run.data["train"].data.to(dev)
+    idx = torch.arange(min(n, len(data)), device=dev)
+    plan = missing.draw("B", data, eta, run.config.train.seed, 0, "train")
+    b = missing.apply(data.take(idx), plan.take(idx.cpu()), run.data.spec.unk_id)
+    net.zero_grad(set_to_none=True)
+    with preserved_rng():
+        net(b).losses["sentiment"].backward()
+    g, grad = net.mpdc_gate.detach().cpu(), net.mpdc_gate.grad
+    grad = torch.zeros_like(g) if grad is None else grad.detach().cpu()
+    rows = [{"memory encoder": f"{m} ({_SHORT[m]})", "layer": j + 1, "gate g": float(g[i, j]),
+             "dL/dg on a training batch": float(grad[i, j])}
+            for i, m in enumerate(missing.MODALITIES) for j in range(g.shape[1])]
+    return pd.DataFrame(rows).set_index(["memory encoder", "layer"]).round(6) + 0.0
+
+
+def ablation_table(runs: dict, protocol: str = "B", metrics: list[str] | None = None) -> pd.DataFrame:
+    """One row per run of ``runs = {"name": TrainedRun}``: the headline metrics averaged over the ten test levels
+    (eta for protocol B, r for A)."""
+    first = next(iter(runs.values()))
+    tab = metrics_table(label_runs(runs), protocol, level=None, metrics=metrics or headline_metrics(first.data.spec.language))
+    tab.index.name = "variant"
+    return tab
+
+
+__all__ += ["PROMMA_VARIANTS", "ablation_table", "acc2_name", "dpw_weights", "imputation_compare", "infonce_history",
+            "initial_model", "loss_history", "mme_decisions", "modes_compare", "mpdc_table", "orth_table", "orth_terms",
+            "prompt_cosines", "prompt_norms", "prompt_points", "promma_variant", "same_pretrained_backbone", "stage_history",
+            "stage_model", "stages_table"]
+
+
+# the ablations of LNLN (chapter 7): name -> the switches it turns off (``"almt"`` is the last one as a model name)
+LNLN_ABLATIONS = {
+    "without DMC": {"use_dmc": False},
+    "without reconstructor": {"use_reconstructor": False},
+    "without adversarial": {"use_adversarial": False},
+    "ALMT-like (all off)": {"use_dmc": False, "use_reconstructor": False, "use_adversarial": False},
+}
+
+
+def ablation_switches(names=tuple(LNLN_ABLATIONS)) -> pd.DataFrame:
+    """Which of LNLN's three parts each variant keeps (the full model first); the adversarial part needs DMC."""
+    keys = ("use_dmc", "use_adversarial", "use_reconstructor")
+    rows = {"LNLN": dict.fromkeys(keys, True)}
+    for n in names:
+        rows[n] = {k: LNLN_ABLATIONS[n].get(k, True) for k in keys}
+        rows[n]["use_adversarial"] &= rows[n]["use_dmc"]  # the discriminator is part of DMC: off with it
+    tab = pd.DataFrame(rows).T
+    tab.index.name = "variant"
+    return tab
+
+
+def lnln_ablation(names=tuple(LNLN_ABLATIONS), seeds=(1111,), **kw) -> dict:
+    """``{"LNLN": [runs], name: [runs], ...}``: the full model and each named variant of :data:`LNLN_ABLATIONS`,
+    one :func:`trained` run per seed, every other argument (``epochs``, ``dataset``, ``full``, ``device``) the same.
+    The variants start from the LNLN preset with the switches turned off, so they differ from LNLN only there
+    (``trained("almt")`` would start from the ALMT preset instead). The full model's runs are those of
+    ``trained("lnln", seed=s, **kw)``: shared with any chapter that makes the same call."""
+    runs = {"LNLN": [trained("lnln", seed=s, **kw) for s in seeds]}
+    for n in names:
+        runs[n] = [trained("lnln", seed=s, model_config=dict(LNLN_ABLATIONS[n]), **kw) for s in seeds]
+    return runs
+
+
+def attention_summary(maps: dict) -> pd.DataFrame:
+    """For attention maps ``{setting: {"audio": (layers, T, T), "vision": ...}}`` (see :func:`hyper_attention`): per
+    modality and layer, the mean entropy of a query's weights relative to a uniform spread (1 = uniform), per
+    setting, and the total variation distance between the first and the last setting (0 = the same weights)."""
+    names = list(maps)
+    rows = []
+    for m in maps[names[0]]:
+        for layer in range(maps[names[0]][m].shape[0]):
+            row = {"modality": m, "layer": layer + 1}
+            for s in names:
+                p = np.clip(maps[s][m][layer], 1e-12, None)
+                row[f"entropy, {s}"] = float((-(p * np.log(p)).sum(-1) / np.log(p.shape[-1])).mean())
+            a, b = maps[names[0]][m][layer], maps[names[-1]][m][layer]
+            row["total variation"] = float(0.5 * np.abs(a - b).sum(-1).mean())
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["modality", "layer"]).round(4) + 0.0
+
+
+__all__ += ["LNLN_ABLATIONS", "ablation_switches", "attention_summary", "lnln_ablation"]
+
+
+def reconstruction_crossover(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Per modality, from :func:`lnln_diagnostics`: the lowest rate r > 0 at which the reconstructed tokens are closer
+    to the complete input's than the incomplete tokens are ("never" when they are not at any rate of the table)."""
+    rows = []
+    for m in missing.MODALITIES:
+        if f"rec. {m}" in diagnostics:
+            wins = [r for r in diagnostics.index if r > 0 and diagnostics.at[r, f"rec. {m}"] < diagnostics.at[r, f"as is {m}"]]
+            rows.append({"modality": m, "reconstruction closer from r =": f"{min(wins):.1f}" if wins else "never"})
+    return pd.DataFrame(rows).set_index("modality")
+
+
+__all__ += ["reconstruction_crossover"]

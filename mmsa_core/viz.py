@@ -256,3 +256,153 @@ def training_curve(history, metric: str = "MAE", title: str | None = None, heigh
 
 __all__ = ["COLORS", "bars", "fig_html", "curve", "label_histogram", "show_mask_explorer", "mask_heatmap", "mask_slider", "mask_states",
            "show_fig", "training_curve"]
+
+
+# --------------------------------------------------------------------------------------------- LNLN (chapters 6 and 7)
+def scatter(df, x: str, y: str, reference: tuple | None = None, reference_name: str = "reference", title: str | None = None,
+            height: int = 360, xaxis_title: str | None = None, yaxis_title: str | None = None, digits: int = 4):
+    """Points (``df[x]``, ``df[y]``), rounded to ``digits`` (a smaller page); ``reference`` = ((x0, x1), (y0, y1))
+    adds a dashed line, e.g. the ideal relation."""
+    go = _go()
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=np.round(df[x].to_numpy(np.float64), digits).tolist(),
+                             y=np.round(df[y].to_numpy(np.float64), digits).tolist(), mode="markers", name=y,
+                             marker=dict(color=PALETTE[0], size=6, opacity=0.6), showlegend=reference is not None))
+    if reference is not None:
+        fig.add_trace(go.Scatter(x=list(reference[0]), y=list(reference[1]), mode="lines", name=reference_name,
+                                 line=dict(color="#1b2a41", dash="dash")))
+    fig.update_layout(xaxis_title=xaxis_title or x, yaxis_title=yaxis_title or y)
+    return _layout(fig, title, height)
+
+
+def attention_heatmaps(maps: dict, title: str | None = None, height: int = 420, digits: int = 4,
+                       xlabel: str = "summary token (key)", ylabel: str = "language token (query)"):
+    """A grid of attention maps with one colour scale: ``maps[row][col]`` is a (queries, keys) array, e.g.
+    ``{"r = 0.0": {"audio": a, "vision": v}, "r = 0.9": {...}}``."""
+    from plotly.subplots import make_subplots
+
+    go = _go()
+    rows, cols = list(maps), list(next(iter(maps.values())))
+    zmax = float(max(np.max(maps[r][c]) for r in rows for c in cols))
+    fig = make_subplots(rows=len(rows), cols=len(cols), subplot_titles=[f"{c}, {r}" for r in rows for c in cols],
+                        horizontal_spacing=0.08, vertical_spacing=0.14)
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            z = np.round(np.asarray(maps[r][c], np.float64), digits)
+            fig.add_trace(go.Heatmap(z=z.tolist(), zmin=0.0, zmax=zmax, colorscale="Blues", showscale=i == 0 and j == 0,
+                                     colorbar=dict(title="weight", thickness=14),
+                                     hovertemplate=f"{c}, {r}: query %{{y}}, key %{{x}}: %{{z}}<extra></extra>"),
+                          row=i + 1, col=j + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title_text=xlabel, row=len(rows))
+    for i in range(len(rows)):
+        fig.update_yaxes(title_text=ylabel, row=i + 1, col=1)
+    return _layout(fig, title, height)
+
+
+def discriminator_curve(trace, title: str | None = None, height: int = 340):
+    """Per epoch, from :func:`mmsa_core.book.training_trace`: the discriminator's accuracy on the training batches
+    and on the validation split (left; chance = 0.5), and its training cross-entropy (right; chance = ln 2)."""
+    from plotly.subplots import make_subplots
+
+    go = _go()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("discriminator accuracy", "discriminator cross-entropy (train)"),
+                        horizontal_spacing=0.1)
+    ep = trace["epoch"].tolist()
+    acc_cols = [c for c in trace.columns if c.startswith("disc. accuracy")]
+    for i, c in enumerate(acc_cols):
+        fig.add_trace(go.Scatter(x=ep, y=trace[c].round(4).tolist(), mode="lines+markers", name=c[len("disc. accuracy "):].strip("()"),
+                                 line=dict(color=PALETTE[i])), row=1, col=1)
+    fig.add_trace(go.Scatter(x=ep, y=trace["train CE"].round(4).tolist(), mode="lines+markers", name="cross-entropy",
+                             line=dict(color=PALETTE[3])), row=1, col=2)
+    for col, level, name in ((1, 0.5, "chance (0.5)"), (2, float(np.log(2)), "chance (ln 2)")):
+        fig.add_trace(go.Scatter(x=[ep[0], ep[-1]], y=[level, level], mode="lines", name=name,
+                                 line=dict(color="#1b2a41", dash="dash")), row=1, col=col)
+    fig.update_xaxes(title_text="epoch")
+    return _layout(fig, title, height)
+
+
+__all__ += ["attention_heatmaps", "discriminator_curve", "scatter"]
+
+
+# --------------------------------------------------------------------------------------------- ProMMA (chapters 3-5)
+def panel_bars(df, x: str, ys: Sequence[str], color: str | None = None, titles: Sequence[str] | None = None,
+               title: str | None = None, height: int = 340, yaxis_title: str | None = None, range_y=None, digits: int = 4):
+    """One panel per column of ``ys``, each a grouped bar chart of that column over ``x``, one bar colour per
+    ``color`` value (modality names get the book's modality colours); the legend is shared."""
+    from plotly.subplots import make_subplots
+
+    go = _go()
+    fig = make_subplots(rows=1, cols=len(ys), subplot_titles=list(titles or ys), horizontal_spacing=0.08)
+    groups = [(None, df)] if color is None else list(df.groupby(color, sort=False))
+    for j, col in enumerate(ys):
+        for i, (g, part) in enumerate(groups):
+            fig.add_trace(go.Bar(x=part[x].astype(str).tolist(), y=np.round(part[col].to_numpy(np.float64), digits).tolist(),
+                                 name=None if g is None else str(g), legendgroup=str(g), showlegend=j == 0 and g is not None,
+                                 marker_color=COLORS.get(str(g), PALETTE[i % len(PALETTE)])), row=1, col=j + 1)
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text=x, categoryorder="array", categoryarray=list(dict.fromkeys(df[x].astype(str))))
+    fig.update_yaxes(title_text=yaxis_title, row=1, col=1)
+    if range_y is not None:
+        fig.update_yaxes(range=list(range_y))
+    return _layout(fig, title, height)
+
+
+def stacked_shares(df, x: str, y: str, color: str, facet: str, title: str | None = None, height: int = 340,
+                   yaxis_title: str | None = None, reference: float | None = None, digits: int = 4):
+    """Stacked bars of ``y`` over ``x``, one panel per ``facet`` value, one segment per ``color`` value (e.g. the
+    weights of a target's two crossmodal streams, which sum to 1); ``reference`` draws a dashed horizontal line."""
+    from plotly.subplots import make_subplots
+
+    go = _go()
+    facets = list(dict.fromkeys(df[facet]))
+    fig = make_subplots(rows=1, cols=len(facets), subplot_titles=[f"{facet}: {f}" for f in facets], horizontal_spacing=0.06)
+    seen = set()
+    for j, f in enumerate(facets):
+        part = df[df[facet] == f]
+        for i, (g, p) in enumerate(part.groupby(color, sort=False)):
+            fig.add_trace(go.Bar(x=p[x].astype(str).tolist(), y=np.round(p[y].to_numpy(np.float64), digits).tolist(),
+                                 name=f"{color}: {g}", legendgroup=str(g), showlegend=g not in seen,
+                                 marker_color=COLORS.get(str(g), PALETTE[i % len(PALETTE)])), row=1, col=j + 1)
+            seen.add(g)
+        if reference is not None:
+            fig.add_hline(y=reference, line=dict(color="#1b2a41", dash="dash", width=1), row=1, col=j + 1)
+    fig.update_layout(barmode="stack")
+    fig.update_xaxes(title_text=x, categoryorder="array", categoryarray=list(dict.fromkeys(df[x].astype(str))))
+    fig.update_yaxes(title_text=yaxis_title or y, row=1, col=1)
+    return _layout(fig, title, height)
+
+
+def points(df, x: str, y: str, color: str, facet: str | None = None, text: str | None = None, title: str | None = None,
+           height: int = 380, xaxis_title: str | None = None, yaxis_title: str | None = None):
+    """Labelled points (``df[x]``, ``df[y]``), one colour per ``color`` value, one panel per ``facet`` value (each
+    panel with its own axes); ``text`` labels each point (e.g. a prompt token's index)."""
+    from plotly.subplots import make_subplots
+
+    go = _go()
+    facets = [None] if facet is None else list(dict.fromkeys(df[facet]))
+    fig = make_subplots(rows=1, cols=len(facets), subplot_titles=None if facet is None else [str(f) for f in facets],
+                        horizontal_spacing=0.1)
+    for j, f in enumerate(facets):
+        part = df if f is None else df[df[facet] == f]
+        for i, (g, p) in enumerate(part.groupby(color, sort=False)):
+            fig.add_trace(go.Scatter(x=p[x].tolist(), y=p[y].tolist(), mode="markers+text" if text else "markers", name=str(g),
+                                     text=None if text is None else p[text].astype(str).tolist(), textposition="top center",
+                                     marker=dict(size=10, color=PALETTE[i % len(PALETTE)], opacity=0.8)), row=1, col=j + 1)
+    fig.update_xaxes(title_text=xaxis_title or x)
+    fig.update_yaxes(title_text=yaxis_title or y, row=1, col=1)
+    return _layout(fig, title, height)
+
+
+def heatmap(df, title: str | None = None, height: int = 440, zmin: float = -1.0, zmax: float = 1.0,
+            colorscale: str = "RdBu", colorbar_title: str | None = None):
+    """A labelled matrix (a square DataFrame, e.g. cosine similarities) on a diverging colour scale."""
+    go = _go()
+    fig = go.Figure(go.Heatmap(z=df.to_numpy().tolist(), x=[str(c) for c in df.columns], y=[str(i) for i in df.index],
+                               zmin=zmin, zmax=zmax, colorscale=colorscale, reversescale=colorscale == "RdBu",
+                               colorbar=dict(title=colorbar_title), xgap=1, ygap=1))
+    fig.update_yaxes(autorange="reversed")
+    return _layout(fig, title, height)
+
+
+__all__ += ["heatmap", "panel_bars", "points", "stacked_shares"]
