@@ -36,14 +36,21 @@ Where ours departs from the paper and the authors' code (what is learned is othe
   row comes from that one checkpoint.
 - The training corruption is drawn from a generator seeded per (seed, epoch, split), so it differs every epoch
   and is the same with or without data-loader workers (the authors reuse one seed for every epoch).
-- ``use_adversarial=False`` removes the discriminator AND the gradient reversal. With it on, the reversal sits on
-  h_p as in the authors' code, so it also reverses the sentiment-loss gradient that reaches the proxy generator;
-  ``grl_only_discriminator=True`` reverses only the discriminator's gradient (the paper describes the GRL as part
-  of the discriminator).
+- ``use_adversarial=False`` removes the discriminator AND the gradient reversal (the paper's ablation).
+- The GRL: in the authors' code it sits on h_p before the mixing, so it also reverses the SENTIMENT-loss gradient
+  that reaches the proxy generator (the generator is pushed to make h_p worse for the prediction). The MOSI /
+  MOSEI / SIMS presets keep that (``grl_only_discriminator=False``); the ``"default"`` preset reverses only the
+  discriminator's gradient, as the paper describes the GRL (part of the discriminator); the forward pass is the
+  same. On the embedded dataset this lets the completeness check learn (Spearman(w, text missing rate) about
+  -0.64..-0.72 instead of -0.49..-0.56 after 15-20 epochs).
+- The ``"default"`` preset (embedded dataset) is ours: width 64, 4 heads x 16, positional embeddings initialised
+  N(0, 0.02^2) (with the authors' N(0, 1) the synthetic features, much smaller than BERT's, drown in the positions
+  and w does not learn), the precomputed text features instead of BERT.
 
-Kept as the authors have it: positional embeddings initialised N(0, 1) (``pos_std``), summary tokens zeros, proxy
-and hyper-modality tokens ones; the hyper-modality residual is added to the layer-normed state; reconstruction
-and discrimination targets (the complete input's tokens) are not detached; no dropout; no gradient clipping.
+Kept as the authors have it (paper presets): positional embeddings initialised N(0, 1) (``pos_std``), summary
+tokens zeros, proxy and hyper-modality tokens ones; the hyper-modality residual is added to the layer-normed state;
+reconstruction and discrimination targets (the complete input's tokens) are not detached; no dropout; no gradient
+clipping; MOSEI, like SIMS, uses 4 fusion layers (the authors' MOSEI config; the parameter count confirms it).
 """
 
 from __future__ import annotations
@@ -90,7 +97,7 @@ class LNLNConfig:
     disc_hidden: int = 64  # effectiveness discriminator MLP
     cc_hidden: int = 64  # completeness check MLP
     dropout: float = 0.0
-    pos_std: float = 1.0  # init std of the learned positional embeddings (the authors: torch.randn)
+    pos_std: float = 0.02  # init std of the learned positional embeddings (the authors: 1.0, torch.randn)
     alpha: float = 0.9  # completeness check loss
     beta: float = 0.8  # adversarial (effectiveness discriminator) loss
     gamma: float = 0.1  # reconstruction loss
@@ -101,7 +108,7 @@ class LNLNConfig:
     # False (the authors' code): the reversal sits on h_p, so the sentiment-loss gradient that reaches the proxy
     # generator is reversed too. True: only the discriminator's gradient is reversed (the paper's wording: the GRL
     # is part of the discriminator). The forward pass is the same.
-    grl_only_discriminator: bool = False
+    grl_only_discriminator: bool = True
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
 
 
@@ -118,7 +125,8 @@ def lnln_preset(name: str) -> LNLNConfig:
     """The configuration for a dataset: ``"mosi"``, ``"mosei"``, ``"sims"`` (the authors' settings, BERT-base
     text encoder) or ``"default"`` (the embedded dataset, sized to train in seconds on a CPU)."""
     paper = LNLNConfig(dim=128, heads=8, dim_head=64, mlp_dim=128, n_tokens=8, hyper_dim_head=16,
-                       disc_hidden=64, cc_hidden=64, pos_std=1.0, alpha=0.9, beta=0.8, gamma=0.1, sigma=1.0,
+                       disc_hidden=64, cc_hidden=64, pos_std=1.0, grl_only_discriminator=False,
+                       alpha=0.9, beta=0.8, gamma=0.1, sigma=1.0,
                        text=TextEncoderConfig(kind="pretrained", name_or_path="bert-base-uncased"))
     presets = {
         "mosi": paper,
