@@ -44,6 +44,7 @@ from . import missing
 from .config import DataConfig, RunConfig, config_hash, load_config
 from .data.mmsa import MMSADataset
 from .experiment import load_checkpoint, load_dataset, run
+from .results import last_stage
 from .utils import resolve_device, set_seed, stable_hash
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
             run(cfg, dataset=ds)  # resumes from last.pt if an interrupted run left one
             (folder / "book.json").write_text(json.dumps({**meta, "finished": True}, indent=2))
         records = pd.read_csv(folder / "results.csv")
-        history = pd.read_csv(folder / "history.csv")
+        history = last_stage(pd.read_csv(folder / "history.csv"))
         net, _ = load_checkpoint(folder / "best.pt", ds.spec, resolve_device(device))
     return TrainedRun(net, ds, records, history, folder, cfg, reused)
 

@@ -78,12 +78,14 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     meta = {"model_name": cfg.model, "model_config": asdict(mcfg), "data_spec": asdict(ds.spec), "config_hash": h}
     t0 = time.perf_counter()
     stages = model.stages(t) if hasattr(model, "stages") else [Stage("main")]
+    history = []  # every stage's per-epoch rows, with a "stage" column (the last stage's checkpoint is the run's)
     for st in stages:  # each stage resumes on its own; a finished stage only reloads its best weights
         if st.prepare is not None:
             st.prepare(model)
         st_cfg = replace(t, **st.train_overrides)
         st_out = out if len(stages) == 1 else out / st.name
         res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name})
+        history += [{"stage": st.name, **row} for row in res.history]
     if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
         return pd.DataFrame()
     device = next(model.parameters()).device  # under torchrun, this rank's device
@@ -107,7 +109,7 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     for k in ("commit", "config_hash", "device"):
         df[k] = prov[k]
     df.to_csv(out / "results.csv", index=False)
-    pd.DataFrame(res.history).to_csv(out / "history.csv", index=False)
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     (out / "provenance.json").write_text(json.dumps(prov, indent=2))
     return df
 

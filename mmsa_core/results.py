@@ -376,6 +376,14 @@ def load_histories(results_dir) -> pd.DataFrame:
     return cell_histories(results_dir)
 
 
+def last_stage(history: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a run's history that belong to its last training stage (``stage`` column, in order; histories
+    written before that column existed hold only the last stage)."""
+    if "stage" not in history.columns or history.empty:
+        return history
+    return history[history["stage"] == history["stage"].iloc[-1]]
+
+
 def selection_gap(histories: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """Per cell and metric: the TEST score at the epoch selected on validation (ours), the best TEST score over
     all epochs and its epoch (the LNLN authors select per metric on the test set), and the optimism of the
@@ -386,7 +394,7 @@ def selection_gap(histories: pd.DataFrame, metrics=None) -> pd.DataFrame:
                            "(the reproduce grid turns it on)")
     rows = []
     for (model, tp, seed), h in histories.groupby(["model", "train_protocol", "seed"], sort=False):
-        h = h.sort_values("epoch")
+        h = last_stage(h).sort_values("epoch")  # the stage whose checkpoint the run selected
         sel = int(h["selected_epoch"].iloc[0])
         at = h[h["epoch"] == sel]
         if at.empty:
@@ -646,7 +654,7 @@ def cli(a) -> None:
         print("\n\n".join(docs.values()))
 
 
-__all__ = ["RecordsError", "cross_protocol_table", "format_delta", "format_mean_std", "cell_histories", "load_histories",
+__all__ = ["RecordsError", "cross_protocol_table", "format_delta", "format_mean_std", "cell_histories", "load_histories", "last_stage",
            "load_records", "mode_table", "paper_table", "rate_table", "render", "reported_block", "reported_notes",
            "selection_gap", "selection_gap_table", "standard_tables", "to_html", "to_markdown", "validate",
            "with_reported"]

@@ -11,7 +11,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import os
 
 import pytest
 import torch
@@ -227,24 +226,22 @@ def test_one_batched_pass_equals_two_passes():
 # ---------------------------------------------------------------------------------------------- training
 
 
-# The embedded-default LNLN config was still being tuned when session 1 ended and these training tests were
-# not seen passing on it; they run with MMSA_RUN_LNLN_TRAINING=1 and are off in CI until verified (closing note).
-LNLN_TRAINING = pytest.mark.skipif(os.environ.get("MMSA_RUN_LNLN_TRAINING") != "1",
-                                   reason="LNLN embedded-default training tests not yet verified; set MMSA_RUN_LNLN_TRAINING=1")
 
 
 @pytest.fixture(scope="module")
 def trained(synth_ds, tmp_path_factory):
-    """LNLN and the baseline, each trained once with configs/lnln_default.yaml's train settings on the embedded
-    default (selected on validation as usual), then swept over the test rates of protocol A."""
+    """LNLN and the baseline, each trained once with its embedded-default preset (configs/lnln_default.yaml,
+    configs/baseline_default.yaml: the same train settings) on the embedded default (selected on validation as
+    usual), then swept over the test rates of protocol A."""
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn = torch.is_deterministic_algorithms_warn_only_enabled()
     base = load_config(REPO / "configs" / "lnln_default.yaml")
+    assert load_config(REPO / "configs" / "baseline_default.yaml").train == base.train  # like for like
     out = {}
     try:
         for name in ("lnln", "baseline"):
-            cfg = RunConfig(model=name, data=base.data, model_config=base.model_config if name == "lnln" else {},
-                            train=replace(base.train, out_dir=str(tmp_path_factory.mktemp(name)), progress=False))
+            preset = load_config(REPO / "configs" / f"{name}_default.yaml")
+            cfg = replace(preset, train=replace(preset.train, out_dir=str(tmp_path_factory.mktemp(name)), progress=False))
             set_seed(cfg.train.seed, True, 2)
             model = build_model(name, model_config(cfg), synth_ds.spec)
             t0 = time.perf_counter()
@@ -271,7 +268,6 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-@LNLN_TRAINING
 @pytest.mark.slow
 def test_completeness_score_tracks_the_text_missing_rate(trained, synth_ds):
     model = trained["lnln"]["model"]
@@ -283,7 +279,6 @@ def test_completeness_score_tracks_the_text_missing_rate(trained, synth_ds):
     assert rho < -0.5
 
 
-@LNLN_TRAINING
 @pytest.mark.slow
 def test_language_dominates(trained, synth_ds):
     """Acc-2 drops more when only the text is corrupted than when only the vision is (same rate)."""
@@ -304,7 +299,6 @@ def test_language_dominates(trained, synth_ds):
     assert drop_text > 0.02
 
 
-@LNLN_TRAINING
 @pytest.mark.slow
 def test_dropped_frames_cannot_leak(trained, synth_ds):
     """Eval mode: any values at dropped or padded audio/vision frames (and padded text) give the same prediction."""
@@ -325,7 +319,6 @@ def test_dropped_frames_cannot_leak(trained, synth_ds):
     assert (p_kept - p).abs().max() > 1e-2
 
 
-@LNLN_TRAINING
 @pytest.mark.slow
 def test_beats_the_baseline(trained):
     mae = {k: mean_over_rates(v["records"], "MAE") for k, v in trained.items()}
@@ -333,7 +326,6 @@ def test_beats_the_baseline(trained):
     assert mae["lnln"] < mae["baseline"]
 
 
-@LNLN_TRAINING
 @pytest.mark.slow
 def test_introspection_extras(trained, synth_ds):
     model, test, spec = trained["lnln"]["model"], synth_ds["test"].data, synth_ds.spec

@@ -288,6 +288,18 @@ def test_zero_initialised_modules_start_as_the_plain_model(synth_ds):
         assert torch.equal(p0, model(b).pred)
 
 
+@pytest.mark.parametrize("mem_depth", [1, 2])
+def test_every_mpdc_gate_gets_a_gradient_at_init(synth_ds, mem_depth):
+    """Each MPDC gate, the last layer's included, receives a nonzero gradient of the sentiment loss at its initial 0
+    (the residual enters before its layer, so it reaches the pooled positions): no gate is stuck at 0."""
+    model = _model(synth_ds, ProMMAConfig(mem_depth=mem_depth)).eval()
+    model.start_adapt()
+    model(_batch(synth_ds, n=14)).losses["sentiment"].backward()
+    grad = model.mpdc_gate.grad
+    assert grad is not None and grad.shape == (3, mem_depth)
+    assert (grad.abs() > 1e-9).all(), grad
+
+
 def test_one_seed_gives_every_variant_the_same_backbone_and_rng_stream(synth_ds):
     """Prompts and modules are drawn from a forked RNG: ProMMA, the baseline and an ablation built from one seed
     share the backbone's initial weights AND the global RNG state after construction (so stage 1 trains alike)."""
@@ -339,6 +351,14 @@ def test_two_stages_and_checkpoint_round_trip(synth_ds, tmp_path, restore_torch_
     rec = df[(df.protocol == "B") & (df.setting == "mode") & (df["mode"] == "{l,a,v}") & (df.metric == "MAE")].value.item()
     again = [r for r in sweep(model, synth_ds["test"].data, synth_ds.spec, "B", 0, rates=()) if r["metric"] == "MAE"]
     assert math.isclose(again[0]["value"], rec, rel_tol=1e-6)
+    # history.csv logs both stages in order; the selection-gap table reads only the last (the selected) stage
+    import pandas as pd
+
+    from mmsa_core.results import last_stage
+
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert hist["stage"].tolist() == ["pretrain", "adapt"]
+    assert last_stage(hist)["stage"].tolist() == ["adapt"]
 
 
 @pytest.fixture(scope="module")

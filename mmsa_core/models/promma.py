@@ -90,8 +90,10 @@ Dynamic Prompt Weighting (DPW)
 Multi-level Prompt Dynamic Connection (MPDC)
   - **paper**: MPDC integrates shared prompts with the self-attention outputs through residual connections at
     multiple levels.
-  - **ours**: after every memory-encoder layer, every prompt slot (the L_p MPD slots and the L_p missing-type slots)
-    gets + g_{m,l} · P_s token by token. g is a learned gate per (memory encoder, layer), initialised to 0.
+  - **ours**: before every memory-encoder layer l, every prompt slot (the L_p MPD slots and the L_p missing-type
+    slots) gets + g_{m,l} · P_s token by token. g is a learned gate per (memory encoder, layer), initialised to 0.
+    Adding it before the layer (not after) lets every gate, the last one included, reach the pooled positions of the
+    crossmodal streams through that layer's attention; added after the last layer, it would reach nothing the head reads.
 
 Training (two stages through :meth:`ProMMA.stages`)
   - **paper**: "pretrained models".
@@ -251,7 +253,8 @@ class CrossmodalEncoder(nn.Module):
 
 
 class MemoryEncoder(nn.Module):
-    """Self-attention encoder; with ``residual`` and ``gates`` (MPDC) it adds gates[l] * residual after layer l."""
+    """Self-attention encoder; with ``residual`` and ``gates`` (MPDC) it adds gates[l] * residual to the input of
+    layer l, so every gate reaches the pooled positions through that layer's attention."""
 
     def __init__(self, dim, depth, heads, mlp_dim, dropout):
         super().__init__()
@@ -261,9 +264,9 @@ class MemoryEncoder(nn.Module):
     def forward(self, x, mask, residual=None, gates=None):
         # x: (B, T, E); mask: (B, T) bool; residual: (1, T, E) zero outside the prompt slots; gates: (depth,)
         for i, layer in enumerate(self.layers):
-            x = layer(x, mask)
             if residual is not None:
-                x = x + gates[i] * residual
+                x = x + gates[i] * residual  # (B, T, E): the prompt slots get g_l * P_s before layer l
+            x = layer(x, mask)
         return self.norm(x)  # (B, T, E)
 
 
@@ -473,7 +476,7 @@ class ProMMA(nn.Module):
                     parts.insert(0, private[t].expand(B, -1, -1))  # (B, L_p, 2d) prepended
                     masks.insert(0, kmask[t].new_ones(B, Lp))
                     n_before = Lp
-                if cfg.use_mpdc:  # + g_l * P_s on every prompt slot after every layer
+                if cfg.use_mpdc:  # + g_l * P_s on every prompt slot before every layer
                     zeros = seq.new_zeros(seq.shape[1], seq.shape[2])
                     residual = torch.cat(([self.shared_prompt] if cfg.use_mpd else []) + [zeros, self.shared_prompt])[None]
                     gates = self.mpdc_gate[t]
