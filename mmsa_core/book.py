@@ -1251,3 +1251,84 @@ def reconstruction_crossover(diagnostics: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ += ["reconstruction_crossover"]
+
+
+# ---------------------------------------------------------------------------- reference results (chapters 8-9)
+@dataclass
+class Reference:
+    """A results folder of the ``reproduce`` grid: its records, per-epoch histories and provenance."""
+
+    dir: Path
+    records: pd.DataFrame
+    histories: pd.DataFrame
+    provenance: dict
+
+
+def reference_dir(results: str | Path | None = None) -> Path:
+    """``results`` if given, else the committed grid of the embedded default: ``results/synth-small`` in the
+    checkout (or under the current folder, e.g. a clone on Colab)."""
+    if results is not None:
+        return Path(results).expanduser()
+    return (ROOT if is_checkout() else Path.cwd()) / "results" / "synth-small"
+
+
+def reference(results: str | Path | None = None) -> Reference:
+    """Load a grid's ``records.csv`` (validated), ``histories.csv`` and ``provenance.json``; a missing folder
+    gets one error that says which command writes it."""
+    from .results import load_histories, load_records
+
+    d = reference_dir(results)
+    if not (d / "records.csv").is_file():
+        raise FileNotFoundError(f"{d / 'records.csv'} not found: run the grid first, e.g. "
+                                f"`python -m mmsa_core reproduce --out {d}` (add --data PICKLE for real data)")
+    prov = _read_json(d / "provenance.json") if (d / "provenance.json").is_file() else {}
+    return Reference(d, load_records(d / "records.csv"), load_histories(d), prov)
+
+
+def grid_summary(ref: Reference) -> pd.DataFrame:
+    """One row per model of the grid: cells, training protocols, seeds, selected epochs and training time
+    (from the provenance), and where the cells ran (commit, device, torch)."""
+    cells = pd.DataFrame([{"cell": k, **{f: v.get(f) for f in ("commit", "device", "torch", "wall_s", "best_epoch")},
+                           "model": v["config"]["model"], "protocol": v["config"]["train"]["protocol"],
+                           "seed": v["config"]["train"]["seed"]} for k, v in ref.provenance.get("cells", {}).items()])
+    if cells.empty:
+        raise ValueError(f"{ref.dir / 'provenance.json'}: no cells")
+    join = lambda s: ", ".join(map(str, dict.fromkeys(s)))  # noqa: E731
+    rows = []
+    for model, g in cells.groupby("model", sort=False):
+        rows.append({"model": model, "cells": len(g), "trained under": join(sorted(g.protocol)),
+                     "seeds": join(sorted(g.seed)), "selected epochs": join(g.best_epoch),
+                     "training + sweeps (s, all cells)": round(float(g.wall_s.sum())),
+                     "commit": join(g.commit), "device": join(g.device), "torch": join(g.torch)})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed: int = 1111,
+              metrics: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Re-train one cell of the grid now, with the configuration recorded for it, and compare it with its
+    committed records. Returns a table (rows "committed" and "re-run now": each metric averaged over the ten
+    test levels of the training protocol, rounded as the tables are) and a summary of the record-by-record
+    comparison (how many of the records are bit-identical, the largest difference)."""
+    import tempfile
+
+    from .reproduce import rerun_cell
+
+    with tempfile.TemporaryDirectory(prefix="mmsa-live-") as tmp, preserved_rng():
+        new, old = rerun_cell(ref.dir, model, protocol, seed, out_dir=tmp)
+    rows = {}
+    for label, df in (("committed", old), ("re-run now", new)):
+        d = df[(df.protocol == protocol) & (df.setting == "rate")]
+        rows[label] = d.groupby("metric", sort=False).value.mean()
+    language = "zh" if str(ref.records["dataset"].iloc[0]) == "sims" else "en"
+    tab = pd.DataFrame(rows).T[metrics or headline_metrics(language)]
+    tab.index.name = f"{model}, trained under {protocol}, seed {seed}"
+    key = ["protocol", "setting", "level", "mode", "metric"]
+    both = old.merge(new, on=key, suffixes=("_committed", "_now"))
+    diff = (both.value_committed - both.value_now).abs()
+    same = int(((both.value_committed == both.value_now) | (both.value_committed.isna() & both.value_now.isna())).sum())
+    summary = {"records": len(old), "compared": len(both), "bit-identical": same,
+               "largest difference": float(diff.max()) if len(diff) else 0.0}
+    return _percent(tab), summary
+
+
+__all__ += ["Reference", "grid_summary", "live_cell", "reference", "reference_dir"]
