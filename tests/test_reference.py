@@ -1,0 +1,98 @@
+"""The committed reference grid of the embedded default (``results/synth-small``, written by
+``python -m mmsa_core reproduce --set train.threads=1``): complete, consistent, and reproducible.
+
+``test_a_committed_cell_reproduces`` re-trains one cell (the late-fusion baseline, protocol A, seed 1111: the
+fastest) with the configuration recorded in ``provenance.json`` and compares every record with the committed one:
+
+- EXACT (every value bit-identical) when this machine is the kind that wrote the grid: the same CPU model, the
+  same torch version (runs are seeded, single-threaded, deterministic kernels, missing-data plans from
+  (seed, epoch, split));
+- otherwise within ``ACROSS_MACHINES_ATOL`` (absolute, per metric value): another CPU may sum floats in another
+  order and 20 epochs can amplify the last bits; the test says which check it made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mmsa_core import reproduce
+from mmsa_core import results as R
+from mmsa_core.missing import MODE_NAMES, RATES
+from mmsa_core.utils import cpu_model
+
+REPO = Path(__file__).resolve().parent.parent
+REF = REPO / "results" / "synth-small"
+MODELS = ("lnln", "almt", "promma", "mplmm", "baseline")
+SEEDS = (1111, 1112, 1113)
+ACROSS_MACHINES_ATOL = 0.02
+
+
+@pytest.fixture(scope="module")
+def records() -> pd.DataFrame:
+    return R.load_records(REF / "records.csv")  # validated: columns, no duplicate cell, no NaN where not allowed
+
+
+@pytest.fixture(scope="module")
+def provenance() -> dict:
+    return json.loads((REF / "provenance.json").read_text())
+
+
+def test_the_grid_is_complete(records, provenance):
+    cells = {(m, p, s) for m, p, s in records[["model", "train_protocol", "seed"]].drop_duplicates().itertuples(index=False)}
+    assert cells == {(m, p, s) for m in MODELS for p in "AB" for s in SEEDS}
+    assert set(provenance["cells"]) == {f"{m}-{p}-{s}" for m, p, s in cells}
+    per_cell = records.groupby(["model", "train_protocol", "seed"]).size()
+    assert (per_cell == per_cell.iloc[0]).all()
+    one = records[(records.model == "baseline") & (records.train_protocol == "A") & (records.seed == 1111)]
+    for proto in "AB":
+        levels = sorted(one[(one.protocol == proto) & (one.setting == "rate")].level.round(1).unique())
+        assert levels == pytest.approx(list(RATES))
+    assert set(one[one.setting == "mode"]["mode"]) == set(MODE_NAMES)
+    assert set(records.dataset) == {"synth-small"}
+
+
+def test_provenance_names_what_ran(records, provenance):
+    for name, p in provenance["cells"].items():
+        for k in ("commit", "config_hash", "dataset_fingerprint", "device", "torch", "wall_s", "config"):
+            assert p.get(k) not in (None, ""), (name, k)
+        assert p["config"]["train"]["threads"] == 1, name
+        assert not str(p["commit"]).endswith("-dirty"), f"{name} ran from uncommitted code ({p['commit']})"
+    hashes = records.groupby(["model", "train_protocol", "seed"]).config_hash.unique()
+    for (m, tp, s), h in hashes.items():
+        assert list(h) == [provenance["cells"][f"{m}-{tp}-{s}"]["config_hash"]]
+
+
+def test_histories_hold_every_run(provenance):
+    h = R.load_histories(REF)
+    assert set(h.cell) == set(provenance["cells"])
+    gap = R.selection_gap(h, metrics=["MAE"])
+    assert len(gap) == len(provenance["cells"]) and (gap.optimism >= 0).all()  # the best test epoch is never worse
+
+
+def test_tables_build_from_the_committed_grid(records):
+    t = R.paper_table(records)
+    assert len(t) == len(MODELS) * 2 and not t.isna().any().any()
+    assert R.mode_table(records, "MAE", train_protocols=["B"]).shape == (len(MODELS), 7)
+
+
+@pytest.mark.slow
+def test_a_committed_cell_reproduces(tmp_path, provenance, restore_torch_globals):
+    cell = provenance["cells"]["baseline-A-1111"]
+    new, old = reproduce.rerun_cell(REF, "baseline", "A", 1111, out_dir=tmp_path / "rerun")
+    assert len(new) == len(old) > 0
+    same_kind = cpu_model() in cell["device"] and cell["torch"] == torch.__version__
+    ignore = ("commit", "device")
+    if same_kind:
+        diffs = reproduce.compare_records(new, old, ignore=ignore)
+        assert diffs == [], f"exact check (same CPU model and torch as the committed run): {diffs}"
+    else:
+        diffs = reproduce.compare_records(new, old, ignore=ignore, atol=ACROSS_MACHINES_ATOL)
+        assert diffs == [], (f"tolerance check (atol {ACROSS_MACHINES_ATOL}: this machine, {cpu_model()} with torch "
+                             f"{torch.__version__}, is not {cell['device']} with torch {cell['torch']}): {diffs}")
+    print(f"\nbaseline-A-1111 re-run: {'exact' if same_kind else f'within {ACROSS_MACHINES_ATOL}'} check, "
+          f"{len(new)} records")
