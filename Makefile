@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 JOBS ?= 2
 # chapters whose checked tables nbval compares with the committed outputs
-NBVAL_NOTEBOOKS ?= book/02_data_and_missingness.ipynb
+NBVAL_NOTEBOOKS ?= book/02_data_and_missingness.ipynb book/08_tables.ipynb
 
 .PHONY: env book execute html test test-unit test-notebooks test-nbval test-html clean
 

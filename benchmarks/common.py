@@ -42,7 +42,9 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def environment(device: torch.device) -> dict:
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}",
+    from mmsa_core.utils import cpu_model
+
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {cpu_model()}",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version()}
 
 

@@ -1332,3 +1332,71 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
 
 
 __all__ += ["Reference", "grid_summary", "live_cell", "reference", "reference_dir"]
+
+
+# ------------------------------------------------------------------------------ benchmarks (performance appendix)
+def benchmark_table(folder: str | Path | None = None) -> pd.DataFrame:
+    """One row per timed step in the benchmark JSON files of ``folder`` (default ``benchmarks/results`` of the
+    checkout), as the scripts in ``benchmarks/`` print them: the median and spread (inter-quartile range) over the
+    repeated steps, samples/s, peak memory and where it ran. Every figure is read from the files."""
+    folder = Path(folder) if folder is not None else ROOT / "benchmarks" / "results"
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no benchmark JSON files (run the scripts in benchmarks/, see the README)")
+    rows = []
+
+    def add(f, r, what, t, per_s, mem, n=None):
+        rows.append({"file": f.name, "benchmark": r["benchmark"], "step": what, "median s": t["median_s"],
+                     "IQR s": t.get("iqr_s"), "repeats": t.get("repeats"), "samples/s": per_s,
+                     "peak memory (MB)": mem, "device": r.get("device"), "threads": r.get("threads"),
+                     "torch": r.get("torch")})
+
+    for f in files:
+        r = json.loads(f.read_text())
+        kind = r.get("benchmark")
+        if kind == "lnln_step":
+            for v in ("ours", "straightforward"):
+                if v in r:
+                    add(f, r, f"LNLN train, {v}", r[v]["train_step"], r[v]["train_samples_per_s"], r[v]["peak_memory_mb"])
+                    add(f, r, f"LNLN eval, {v}", r[v]["eval_step"], r[v]["eval_samples_per_s"], r[v]["peak_memory_mb"])
+        elif kind == "promma_train_step":
+            tag = f"{r['model']}, attention dropout {r.get('attn_dropout', 'preset')}"
+            add(f, r, f"ProMMA train, batched ({tag})", r["batched"], r["batched"]["samples_per_s"], r["batched"]["peak_memory_mb"])
+            add(f, r, f"ProMMA train, per-sample loop ({tag})", r["loop"], r["loop"]["samples_per_s"], r["loop"]["peak_memory_mb"])
+            if "eval" in r:
+                add(f, r, f"ProMMA eval, batched ({tag})", r["eval"], r["eval"]["samples_per_s"], None)
+        elif kind == "sweep":
+            add(f, r, f"sweep of {r['settings']} settings ({r['model']}, protocol {r['protocol']})", r["sweep"],
+                r["samples_per_s"], r["peak_memory_mb"])
+        elif kind == "data":
+            add(f, r, f"epoch of corrupted batches ({r['shape']} shapes)", r["epoch_of_corrupted_batches"],
+                r["samples_per_s"], r["peak_memory_mb"])
+        else:
+            raise ValueError(f"{f}: unknown benchmark {kind!r}")
+    df = pd.DataFrame(rows).set_index(["file", "step"])
+    for c, d in (("median s", 3), ("IQR s", 3), ("samples/s", 1), ("peak memory (MB)", 0)):
+        df[c] = pd.to_numeric(df[c]).round(d)
+    return df
+
+
+def speedups(folder: str | Path | None = None) -> pd.DataFrame:
+    """The ratios the performance targets name, from the same files: LNLN ours vs straightforward (train and
+    eval step) and ProMMA batched vs per-sample loop (train step)."""
+    folder = Path(folder) if folder is not None else ROOT / "benchmarks" / "results"
+    rows = []
+    for f in sorted(folder.glob("*.json")):
+        r = json.loads(f.read_text())
+        if r.get("benchmark") == "lnln_step" and "speedup_train" in r:
+            rows += [{"file": f.name, "ratio": "LNLN train step: straightforward / ours", "measured": r["speedup_train"], "target": 2.0},
+                     {"file": f.name, "ratio": "LNLN eval step: straightforward / ours", "measured": r["speedup_eval"], "target": None}]
+        elif r.get("benchmark") == "promma_train_step":
+            rows.append({"file": f.name, "ratio": f"ProMMA train step: loop / batched (attention dropout {r.get('attn_dropout', 'preset')})",
+                         "measured": r["speedup_batched_vs_loop"], "target": 10.0})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df["measured"] = df["measured"].round(2)
+        df["met"] = [None if pd.isna(t) else bool(m >= t) for m, t in zip(df["measured"], df["target"])]
+    return df
+
+
+__all__ += ["benchmark_table", "speedups"]

@@ -197,6 +197,28 @@ def test_trained_reuses_a_finished_run(tmp_path, restore_torch_globals):
     assert not c.reused and c.records.equals(a.records), "a retrained run must reproduce the cached one"
 
 
+def test_benchmark_tables_read_the_files(tmp_path):
+    """The performance appendix shows what the JSON files say: values and ratios come from them, and a ratio
+    below its target is marked as not met."""
+    from mmsa_core import book
+
+    step = lambda s: {"median_s": s, "min_s": s, "max_s": s, "iqr_s": 0.0, "repeats": 1}  # noqa: E731
+    (tmp_path / "p.json").write_text(json.dumps({
+        "benchmark": "promma_train_step", "model": "promma", "device": "cpu: X", "threads": 2, "torch": "t",
+        "batched": {**step(2.0), "samples_per_s": 32.0, "peak_memory_mb": 10.0},
+        "loop": {**step(8.0), "samples_per_s": 8.0, "peak_memory_mb": 12.0},
+        "eval": {**step(0.5), "samples_per_s": 128.0}, "speedup_batched_vs_loop": 4.0, "attn_dropout": 0.1}))
+    tab = book.benchmark_table(tmp_path)
+    assert tab["median s"].tolist() == [2.0, 8.0, 0.5] and tab["samples/s"].tolist() == [32.0, 8.0, 128.0]
+    sp = book.speedups(tmp_path)
+    assert sp["measured"].tolist() == [4.0] and sp["met"].tolist() == [False]
+    (tmp_path / "bad.json").write_text(json.dumps({"benchmark": "nope"}))
+    with pytest.raises(ValueError, match="bad.json: unknown benchmark"):
+        book.benchmark_table(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no benchmark JSON"):
+        book.benchmark_table(tmp_path / "empty")
+
+
 # --------------------------------------------------------------------------------------- built HTML
 def _need_html():
     if not HTML.is_dir():

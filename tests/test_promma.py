@@ -300,6 +300,20 @@ def test_every_mpdc_gate_gets_a_gradient_at_init(synth_ds, mem_depth):
     assert (grad.abs() > 1e-9).all(), grad
 
 
+def test_attention_dropout_switch(synth_ds):
+    """``attn_dropout`` sets the attention-probability dropout of every attention block alone: the block dropout,
+    the weights and the eval-mode output stay those of the preset."""
+    from mmsa_core.models.layers import Attention
+
+    base, off = _model(synth_ds, ProMMAConfig()), _model(synth_ds, ProMMAConfig(attn_dropout=0.0))
+    attn = [m for m in off.modules() if isinstance(m, Attention)]
+    assert attn and all(m.dropout == 0.0 for m in attn)
+    assert all(m.dropout == ProMMAConfig().dropout for m in base.modules() if isinstance(m, Attention))
+    b = _batch(synth_ds, n=14)
+    with torch.no_grad():
+        assert torch.equal(base.eval()(b).pred, off.eval()(b).pred)
+
+
 def test_one_seed_gives_every_variant_the_same_backbone_and_rng_stream(synth_ds):
     """Prompts and modules are drawn from a forked RNG: ProMMA, the baseline and an ablation built from one seed
     share the backbone's initial weights AND the global RNG state after construction (so stage 1 trains alike)."""

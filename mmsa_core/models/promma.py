@@ -127,7 +127,7 @@ from torch import nn
 from ..data.mmsa import Batch, DataSpec
 from ..missing import MODES
 from .common import ModelOutput, Stage, sentiment_loss
-from .layers import TransformerLayer, masked_mean
+from .layers import Attention, TransformerLayer, masked_mean
 from .text import TextEncoder, TextEncoderConfig
 
 SHORT = ("l", "a", "v")  # text (language), audio, vision: index 0, 1, 2 everywhere below
@@ -148,6 +148,9 @@ class ProMMAConfig:
     mem_depth: int = 1  # layers per memory (self-attention) encoder
     mlp_ratio: int = 2  # feed-forward width = mlp_ratio x width
     dropout: float = 0.1  # attention and feed-forward dropout
+    # attention-probability dropout alone (None: ``dropout``). 0 lets the CPU take the fused attention kernel, which
+    # never materialises the (B, heads, L, L') weights; MPLMM drops attention weights, so the presets keep None.
+    attn_dropout: float | None = None
     embed_dropout: float = 0.1  # on the encoder inputs
     out_dropout: float = 0.1  # in the residual MLP block
     pool: str = "mean"  # "mean" (masked mean over valid positions) or "last" (last valid step)
@@ -357,6 +360,10 @@ class ProMMA(nn.Module):
         self.fusion = nn.Sequential(nn.Linear(3 * E, 3 * E), nn.ReLU(), nn.Dropout(cfg.out_dropout), nn.Linear(3 * E, 3 * E))
         self.out = nn.Linear(3 * E, 1)
         self.embed_drop = nn.Dropout(cfg.embed_dropout)
+        if cfg.attn_dropout is not None:
+            for m in self.modules():
+                if isinstance(m, Attention):
+                    m.dropout = cfg.attn_dropout
         self.register_buffer("pos", sinusoid(max(lens), d), persistent=False)  # (L_max, d)
         # mode index from the presence code 4*text + 2*audio + vision (0 = nothing present: never produced)
         lut = torch.zeros(8, dtype=torch.long)
