@@ -1297,7 +1297,8 @@ def grid_summary(ref: Reference) -> pd.DataFrame:
     rows = []
     for model, g in cells.groupby("model", sort=False):
         rows.append({"model": model, "cells": len(g), "trained under": join(sorted(g.protocol)),
-                     "seeds": join(sorted(g.seed)), "selected epochs": join(g.best_epoch),
+                     "seeds": join(sorted(g.seed)),
+                     "selected epoch (min-max)": f"{int(g.best_epoch.min())}-{int(g.best_epoch.max())}",
                      "training + sweeps (s, all cells)": round(float(g.wall_s.sum())),
                      "commit": join(g.commit), "device": join(g.device), "torch": join(g.torch)})
     return pd.DataFrame(rows).set_index("model")
@@ -1373,7 +1374,7 @@ def benchmark_table(folder: str | Path | None = None) -> pd.DataFrame:
                 r["samples_per_s"], r["peak_memory_mb"])
         else:
             raise ValueError(f"{f}: unknown benchmark {kind!r}")
-    df = pd.DataFrame(rows).set_index(["file", "step"])
+    df = pd.DataFrame(rows).drop(columns="benchmark").set_index(["file", "step"])
     for c, d in (("median s", 3), ("IQR s", 3), ("samples/s", 1), ("peak memory (MB)", 0)):
         df[c] = pd.to_numeric(df[c]).round(d)
     return df
