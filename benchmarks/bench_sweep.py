@@ -1,7 +1,7 @@
 """Robustness-sweep benchmark: one model evaluated at all 10 missing rates (and, for protocol B, the 7 modes)
 on the test split at MOSI shapes, the data staying on the device for the whole sweep. Prints JSON.
 
-    python benchmarks/bench_sweep.py [--model baseline] [--protocol A] [--config configs/lnln_mosi.yaml]
+    python benchmarks/bench_sweep.py [--model baseline] [--protocol A] [--config mmsa_core/configs/lnln_mosi.yaml]
 
 The model is randomly initialised (speed does not depend on the weights). With --config, its
 ``model_config`` section is used (for example the papers' sizes).

@@ -13,7 +13,8 @@ from .data.mmsa import DataError
 
 
 def _common_run_args(p):
-    p.add_argument("--config", help="YAML file with model / data / train / model_config sections")
+    p.add_argument("--config", help="YAML file with model / data / train / model_config sections, or the name of a "
+                                    "preset that ships with the package, e.g. lnln_default or promma_mosi")
     p.add_argument("--model", help="model name (baseline, ...)")
     p.add_argument("--data", help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
     p.add_argument("-p", "--protocol", choices=["A", "B"], help="missing-data protocol for training")
@@ -41,6 +42,15 @@ def _run_config(a):
             node[leaf] = v
     if a.quiet:
         over = merge(over, {"train": {"progress": False}})
+    if a.config and not Path(a.config).exists() and "/" not in a.config and not a.config.endswith((".yaml", ".yml")):
+        from .config import PRESETS_DIR, config_dirs
+
+        found = next((d / f"{a.config}.yaml" for d in config_dirs() if (d / f"{a.config}.yaml").is_file()), None)
+        if found is None:
+            raise ConfigError(f"--config {a.config}: no such file and no preset {a.config}.yaml in "
+                              f"{', '.join(map(str, config_dirs()))} (presets: "
+                              f"{', '.join(sorted(p.stem for p in PRESETS_DIR.glob('*.yaml')))})")
+        a.config = str(found)
     cfg = load_config(a.config, merge(over, parse_overrides(a.set)))
     if a.out is None and not any(s.startswith("train.out_dir=") for s in a.set) and not (a.config and "out_dir" in Path(a.config).read_text()):
         cfg.train.out_dir = f"runs/{cfg.model}-{cfg.train.protocol}-{cfg.train.seed}"

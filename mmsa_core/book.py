@@ -14,8 +14,8 @@ config hash (``runs/book/`` in a checkout, gitignored), and reuses a finished ru
 or two chapters that need the same model, trains it once. Two chapters executed in parallel (papermill, ``-j 2``)
 that need the same run wait for each other on a file lock instead of writing the same folder at once.
 
-Presets: a run starts from ``configs/<model>_<preset>.yaml`` where that file exists, else from the model's own
-defaults. ``<preset>`` is ``default`` (sized for the embedded data on a CPU) on the embedded data, ``mosi`` on its
+Presets: a run starts from the preset ``<model>_<preset>.yaml`` (``mmsa_core/configs/``, or your own
+``./configs/``) where that file exists, else from the model's own defaults. ``<preset>`` is ``default`` (sized for the embedded data on a CPU) on the embedded data, ``mosi`` on its
 CMU-MOSI-sized variant (``full=True``), and on a real file ``mosi``, ``mosei`` or ``sims`` as its path says (else
 ``default``). The chapter's arguments (protocol, seed, epochs, model_config) are applied on top.
 
@@ -41,7 +41,7 @@ import torch
 
 from . import metrics as M
 from . import missing
-from .config import DataConfig, RunConfig, config_hash, load_config
+from .config import DataConfig, RunConfig, config_dirs, config_hash, load_config, preset_file
 from .data.mmsa import MMSADataset
 from .experiment import load_checkpoint, load_dataset, run
 from .results import last_stage
@@ -76,14 +76,6 @@ def runs_dir() -> Path:
     if os.environ.get("MMSA_BOOK_RUNS"):
         return Path(os.environ["MMSA_BOOK_RUNS"]).expanduser()
     return (ROOT if is_checkout() else Path.cwd()) / "runs" / "book"
-
-
-def config_dirs() -> list[Path]:
-    """Folders searched for preset YAML files, in order: ``$MMSA_CONFIGS``, the checkout's ``configs/``, the
-    current folder's (and its parent's) ``configs/``, and ``mmsa_core/configs/`` if the package ships one."""
-    dirs = [Path(os.environ["MMSA_CONFIGS"]).expanduser()] if os.environ.get("MMSA_CONFIGS") else []
-    dirs += [ROOT / "configs", Path.cwd() / "configs", Path.cwd().parent / "configs", PACKAGE / "configs"]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -135,20 +127,21 @@ def preset_name(dataset: str = "synth", full: bool = False) -> str:
 
 
 def preset_path(model: str, dataset: str = "synth", full: bool = False) -> Path | None:
-    """``configs/<model>_<preset>.yaml`` (see :func:`preset_name`); for a real file whose dataset has no preset,
-    ``configs/<model>_default.yaml``; None when there is none (the model's own defaults are used)."""
+    """The preset ``<model>_<preset>.yaml`` (see :func:`preset_name`, :func:`mmsa_core.config.preset_file`); for a
+    real file whose dataset has no preset, ``<model>_default.yaml``; None when there is none (the model's own
+    defaults are used)."""
     real = str(dataset) != "synth"
-    names = [f"{model}_{preset_name(dataset, full)}.yaml"]
-    if real and names[0] != f"{model}_default.yaml":
-        names.append(f"{model}_default.yaml")
-    for k, name in enumerate(names):
-        for d in config_dirs():
-            if (d / name).is_file():
-                if k:
-                    log.warning("no preset %s: using %s, which is sized for the embedded data", names[0], d / name)
-                return d / name
+    presets = [preset_name(dataset, full)]
+    if real and presets[0] != "default":
+        presets.append("default")
+    for k, preset in enumerate(presets):
+        found = preset_file(model, preset)
+        if found is not None:
+            if k:
+                log.warning("no preset %s_%s.yaml: using %s, which is sized for the embedded data", model, presets[0], found)
+            return found
     if real or full:
-        log.warning("no preset %s in %s: using the model's defaults", " or ".join(names),
+        log.warning("no preset %s in %s: using the model's defaults", " or ".join(f"{model}_{p}.yaml" for p in presets),
                     ", ".join(map(str, config_dirs())))
     return None
 

@@ -1,8 +1,10 @@
-"""Configuration: dataclasses, loadable from YAML and overridable from the command line (``key.sub=value``)."""
+"""Configuration: dataclasses, loadable from YAML and overridable from the command line (``key.sub=value``),
+and the run presets (``<model>_<preset>.yaml``) that ship with the package in ``mmsa_core/configs/``."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -15,6 +17,28 @@ from .utils import stable_hash
 
 class ConfigError(ValueError):
     pass
+
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # the presets shipped with the package
+
+
+def config_dirs(configs: str | Path | None = None) -> list[Path]:
+    """Folders searched for preset files, in order: ``configs`` alone if given; else ``$MMSA_CONFIGS``, the current
+    folder's ``configs/`` (your own presets, which take precedence) and the package's presets."""
+    if configs is not None:
+        return [Path(configs).expanduser()]
+    dirs = [Path(os.environ["MMSA_CONFIGS"]).expanduser()] if os.environ.get("MMSA_CONFIGS") else []
+    dirs += [Path.cwd() / "configs", PRESETS_DIR]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def preset_file(model: str, preset: str, dirs: list[Path] | None = None) -> Path | None:
+    """The first ``<model>_<preset>.yaml`` in ``dirs`` (default :func:`config_dirs`), or None."""
+    for d in config_dirs() if dirs is None else dirs:
+        p = d / f"{model}_{preset}.yaml"
+        if p.is_file():
+            return p
+    return None
 
 
 @dataclass

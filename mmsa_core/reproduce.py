@@ -10,7 +10,7 @@ which settings differ. At the end every finished cell under ``<out>/runs`` is co
 fingerprint, device, torch version, wall time and the resolved configuration (enough to re-run the cell with
 :func:`rerun_cell` when only these three files are committed, without ``runs/``).
 
-Per-model settings: ``configs/<model>_<preset>.yaml`` if it exists (preset ``default`` for the embedded
+Per-model settings: the preset ``<model>_<preset>.yaml`` (:func:`mmsa_core.config.preset_file`) if it exists (preset ``default`` for the embedded
 dataset; ``mosi`` / ``mosei`` / ``sims`` for real data, inferred from the file's path or given with
 ``--preset``), else the model's own defaults. The grid turns on ``train.track_test`` so that ``history.csv``
 also holds the per-epoch TEST score at the selection level (never used for selection): the book compares
@@ -30,7 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError, DataConfig, RunConfig, config_hash, from_dict, load_config, merge, parse_overrides
+from .config import (ConfigError, DataConfig, RunConfig, config_dirs, config_hash, from_dict, load_config, merge,
+                     parse_overrides, preset_file)
 from .models import model_names
 
 log = logging.getLogger(__name__)
@@ -106,24 +107,6 @@ def dataset_label(data: str, name: str | None = None, synth_shape: str = "small"
         return f"synth-{synth_shape}"
     preset = infer_preset(data)
     return preset if preset != "default" else Path(data).stem
-
-
-def config_dirs(configs: str | Path | None = None) -> list[Path]:
-    """Folders searched for preset files: ``configs`` if given; else ``$MMSA_CONFIGS``, ./configs and the
-    checkout's configs/ (the same places as the book's chapters look)."""
-    if configs is not None:
-        return [Path(configs).expanduser()]
-    dirs = [Path(os.environ["MMSA_CONFIGS"]).expanduser()] if os.environ.get("MMSA_CONFIGS") else []
-    dirs += [Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"]
-    return list(dict.fromkeys(d.resolve() for d in dirs))
-
-
-def preset_file(model: str, preset: str, dirs: list[Path]) -> Path | None:
-    for d in dirs:
-        p = d / f"{model}_{preset}.yaml"
-        if p.is_file():
-            return p
-    return None
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -301,7 +284,7 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
         raise FileNotFoundError(f"{data}: dataset file not found (MMSA pickles are downloaded by the user; see the README)")
     preset = preset or infer_preset(data)
     if preset not in PRESETS:
-        log.warning("preset %r is none of %s: only configs/<model>_%s.yaml files are used", preset, PRESETS, preset)
+        log.warning("preset %r is none of %s: only <model>_%s.yaml files are used", preset, PRESETS, preset)
     shape = _flat(overrides).get("data.synth_shape", DataConfig.synth_shape)
     label = dataset_label(data, name or _flat(overrides).get("data.name"), shape)
     out = Path(out) if out is not None else Path("results") / label
@@ -430,8 +413,8 @@ def add_arguments(p) -> None:
                    help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
     p.add_argument("--name", help="dataset name in the records and the output folder (default: synth-<shape>, or "
                                   "mosi / mosei / sims when the file's path says so, else the file's stem)")
-    p.add_argument("--preset", help=f"configs/<model>_<preset>.yaml to use ({', '.join(PRESETS)}; default: from the data)")
-    p.add_argument("--configs", help="folder of the preset files (default: ./configs, then the repository's configs/)")
+    p.add_argument("--preset", help=f"the <model>_<preset>.yaml presets to use ({', '.join(PRESETS)}; default: from the data)")
+    p.add_argument("--configs", help="folder of the preset files (default: $MMSA_CONFIGS, ./configs, then the package's mmsa_core/configs/)")
     p.add_argument("--out", help="output folder (default results/<dataset name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -64,7 +64,7 @@ def git_commit() -> str:
         if not commit:
             return "unknown"
         # tracked files changed since that commit: the code that ran is not exactly the commit's
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "mmsa_core", "configs"], cwd=root, timeout=5)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "mmsa_core"], cwd=root, timeout=5)
         return commit + ("-dirty" if dirty.returncode == 1 else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -124,7 +124,7 @@ def test_figure_ids_are_unique(path):
 def test_presets(tmp_path, monkeypatch):
     from mmsa_core import book
 
-    m = "zz_book_test"  # a model name no real preset uses, so configs/ of the checkout cannot interfere
+    m = "zz_book_test"  # a model name no real preset uses, so no packaged preset can interfere
     monkeypatch.setenv("MMSA_CONFIGS", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     assert book.preset_path(m) is None  # no preset at all: the model's defaults

@@ -204,6 +204,7 @@ def test_bad_data_path_exits_nonzero_without_traceback(tmp_path):
     (["--set", "train.epochs"], ["expected KEY=VALUE"]),
     (["--model", "transformer-xl"], ["unknown model 'transformer-xl'", "baseline"]),
     (["--config", "missing.yaml"], ["missing.yaml", "config file not found"]),
+    (["--config", "lnln_imdb"], ["no preset lnln_imdb.yaml", "lnln_default", "promma_mosi"]),
 ])
 def test_bad_config_is_a_clear_error(args, expected, tmp_path, capsys, restore_torch_globals):
     rc, out, err = _main(capsys, "train", "--quiet", "--out", tmp_path / "run", *args)
@@ -225,3 +226,21 @@ def test_unknown_key_in_yaml_file(tmp_path, capsys):
     cfg.write_text("train:\n  epochs: 1\ntrian:\n  lr: 0.1\n")
     rc, _, err = _main(capsys, "train", "--config", cfg, "--out", tmp_path / "run")
     assert rc == 2 and "unknown key(s) ['trian']" in err and "'train'" in err
+
+
+def test_config_by_preset_name_is_the_packaged_file(monkeypatch, tmp_path):
+    """``--config lnln_default`` loads the preset that ships in mmsa_core/configs/ (a pip install has no checkout);
+    a ./configs/ of the user's takes precedence."""
+    import argparse
+
+    from mmsa_core.__main__ import _common_run_args, _run_config
+    from mmsa_core.config import PRESETS_DIR, load_config
+
+    monkeypatch.chdir(tmp_path)
+    p = argparse.ArgumentParser()
+    _common_run_args(p)
+    cfg = _run_config(p.parse_args(["--config", "lnln_default"]))
+    assert cfg.model == "lnln" and cfg.model_config == load_config(PRESETS_DIR / "lnln_default.yaml").model_config
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "lnln_default.yaml").write_text("model: lnln\ntrain: {epochs: 3}\n")
+    assert _run_config(p.parse_args(["--config", "lnln_default"])).train.epochs == 3

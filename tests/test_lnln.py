@@ -1,7 +1,7 @@
 """LNLN: sizes, shapes, gradient reversal, the batched pass, masking, and what a short training run learns.
 
 The training-based tests share ONE small LNLN (and one baseline) trained on the embedded default with the settings
-of ``configs/lnln_default.yaml``; every number they assert on is measured here, never stored.
+of ``mmsa_core/configs/lnln_default.yaml``; every number they assert on is measured here, never stored.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mmsa_core import metrics, missing
-from mmsa_core.config import RunConfig, config_hash, load_config
+from mmsa_core.config import PRESETS_DIR, RunConfig, config_hash, load_config
 from mmsa_core.data.mmsa import Batch, DataSpec
 from mmsa_core.evaluate import predict, sweep
 from mmsa_core.experiment import model_config
@@ -145,10 +145,10 @@ def test_presets_and_yaml_configs_agree():
     with pytest.raises(ValueError, match="unknown LNLN preset"):
         lnln_preset("imdb")
     for name in ("mosi", "mosei", "sims", "default"):
-        cfg = load_config(REPO / "configs" / f"lnln_{name}.yaml")
+        cfg = load_config(PRESETS_DIR / f"lnln_{name}.yaml")
         assert cfg.model == "lnln"
         assert asdict(model_config(cfg)) == asdict(lnln_preset(name)), name
-    cfg = load_config(REPO / "configs" / "almt_default.yaml")
+    cfg = load_config(PRESETS_DIR / "almt_default.yaml")
     assert model_config(cfg) == ALMTConfig(**{k: v for k, v in asdict(lnln_preset("default")).items()
                                               if k not in ("use_dmc", "use_reconstructor", "use_adversarial", "text")},
                                            text=lnln_preset("default").text)
@@ -230,17 +230,17 @@ def test_one_batched_pass_equals_two_passes():
 
 @pytest.fixture(scope="module")
 def trained(synth_ds, tmp_path_factory):
-    """LNLN and the baseline, each trained once with its embedded-default preset (configs/lnln_default.yaml,
-    configs/baseline_default.yaml: the same train settings) on the embedded default (selected on validation as
+    """LNLN and the baseline, each trained once with its embedded-default preset (lnln_default.yaml,
+    baseline_default.yaml: the same train settings) on the embedded default (selected on validation as
     usual), then swept over the test rates of protocol A."""
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    base = load_config(REPO / "configs" / "lnln_default.yaml")
-    assert load_config(REPO / "configs" / "baseline_default.yaml").train == base.train  # like for like
+    base = load_config(PRESETS_DIR / "lnln_default.yaml")
+    assert load_config(PRESETS_DIR / "baseline_default.yaml").train == base.train  # like for like
     out = {}
     try:
         for name in ("lnln", "baseline"):
-            preset = load_config(REPO / "configs" / f"{name}_default.yaml")
+            preset = load_config(PRESETS_DIR / f"{name}_default.yaml")
             cfg = replace(preset, train=replace(preset.train, out_dir=str(tmp_path_factory.mktemp(name)), progress=False))
             set_seed(cfg.train.seed, True, 2)
             model = build_model(name, model_config(cfg), synth_ds.spec)

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mmsa_core import missing
+from mmsa_core.config import PRESETS_DIR as CONFIG_DIR
 from mmsa_core.config import TrainConfig
 from mmsa_core.data.mmsa import Batch, DataSpec
 from mmsa_core.evaluate import sweep
@@ -28,7 +29,6 @@ from mmsa_core.train import fit
 from mmsa_core.utils import set_seed
 
 SEED = 1111
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.fixture(autouse=True)
@@ -377,7 +377,7 @@ def test_two_stages_and_checkpoint_round_trip(synth_ds, tmp_path, restore_torch_
 
 @pytest.fixture(scope="module")
 def short_runs(synth_ds):
-    """Both stages as configs/{promma,mplmm}_default.yaml run them. Stage 1 is shared: the backbone is created
+    """Both stages as the presets {promma,mplmm}_default.yaml run them. Stage 1 is shared: the backbone is created
     first from the same seed and trains without prompts, so both models would pretrain to the same weights."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -418,7 +418,7 @@ def short_runs(synth_ds):
 
 
 def test_both_train_well_below_the_mean_predictor(short_runs):
-    """Measured with ``python -m mmsa_core train --config configs/{promma,mplmm}_default.yaml`` (seeds 1111-1113),
+    """Measured with ``python -m mmsa_core train --config {promma,mplmm}_default`` (seeds 1111-1113),
     test MAE averaged over eta = 0..0.9 / over the 7 modes: ProMMA 1.043 / 1.060 / 1.085 and 1.122 / 1.128 / 1.159,
     MPLMM-style 1.056 / 1.058 / 1.070 and 1.130 / 1.126 / 1.142, the mean predictor 1.421. ProMMA is ahead on one
     seed and behind on two (means 1.063 vs 1.061, 1.136 vs 1.133): no win on this short run. So we assert what
