@@ -1401,3 +1401,40 @@ def speedups(folder: str | Path | None = None) -> pd.DataFrame:
 
 
 __all__ += ["benchmark_table", "speedups"]
+
+
+def reference_acc2(ref: Reference) -> str:
+    """The binary accuracy a table of ``ref`` shows: ``Acc-2`` for CH-SIMS, ``Acc-2 non-0`` for the others."""
+    return acc2_name("zh" if str(ref.records["dataset"].iloc[0]) == "sims" else "en")
+
+
+def robustness_curves(ref: Reference, protocol: str = "A", metrics=("MAE",)) -> pd.DataFrame:
+    """Tidy rows (model, level, value, std, metric) for :func:`mmsa_core.viz.curve`: each metric at every level of
+    ``protocol`` for the models trained under it, mean and std over seeds (accuracy in %)."""
+    trained_here = ref.records[ref.records.train_protocol == protocol]
+    return pd.concat([at_rates(trained_here, m, protocol) for m in metrics], ignore_index=True)
+
+
+def mode_means(ref: Reference, metric: str = "MAE", train_protocol: str = "B") -> pd.DataFrame:
+    """Tidy rows (model, mode, value): ``metric`` under each protocol-B missing mode, mean over seeds."""
+    from .results import mode_table
+
+    wide = mode_table(ref.records, metric, train_protocols=[train_protocol], numeric=True)
+    wide = wide.droplevel("train_protocol")
+    return wide.reset_index().melt(id_vars="model", var_name="mode", value_name="value")
+
+
+def optimism(ref: Reference, metrics=("MAE",)) -> pd.DataFrame:
+    """How much better the best test epoch looks than the epoch selected on validation, per run type
+    ("model (protocol)") and metric, mean over seeds; accuracy and F1 in percentage points."""
+    from .results import selection_gap
+
+    gap = selection_gap(ref.histories, metrics=list(metrics))
+    pct = gap.metric.str.startswith(PERCENT_PREFIXES)
+    gap["optimism"] = gap.optimism.where(~pct, gap.optimism * 100)
+    gap["run"] = gap.model + " (" + gap.train_protocol + ")"
+    mean = gap.groupby(["run", "metric"], sort=False).optimism.mean().unstack("metric")
+    return mean[list(metrics)].reset_index()
+
+
+__all__ += ["mode_means", "optimism", "reference_acc2", "robustness_curves"]
