@@ -96,3 +96,24 @@ def test_a_committed_cell_reproduces(tmp_path, provenance, restore_torch_globals
                              f"{torch.__version__}, is not {cell['device']} with torch {cell['torch']}): {diffs}")
     print(f"\nbaseline-A-1111 re-run: {'exact' if same_kind else f'within {ACROSS_MACHINES_ATOL}'} check, "
           f"{len(new)} records")
+
+
+def test_book_views_of_the_grid(records):
+    """What chapters 8-9 draw is the grid itself: mode bars are the mode table's means, the curves the per-rate
+    means under the training protocol, the optimism the selection gap in accuracy points."""
+    from mmsa_core import book
+
+    ref = book.reference(REF)
+    bars = book.mode_means(ref, "MAE").set_index(["model", "mode"])["value"]
+    one = records[(records.model == "lnln") & (records.train_protocol == "B") & (records.setting == "mode")
+                  & (records["mode"] == "{l}") & (records.metric == "MAE")]
+    assert bars[("lnln", "{l}")] == pytest.approx(one.value.mean(), abs=1e-12) and len(one) == len(SEEDS)
+    curves = book.robustness_curves(ref, "A", ["MAE", "Acc-2 non-0"])
+    at = curves[(curves.model == "baseline") & (curves.metric == "Acc-2 non-0") & (curves.level.round(1) == 0.9)]
+    raw = records[(records.model == "baseline") & (records.train_protocol == "A") & (records.protocol == "A")
+                  & (records.setting == "rate") & (records.level.round(1) == 0.9) & (records.metric == "Acc-2 non-0")]
+    assert at.value.item() == pytest.approx(100 * raw.value.mean(), abs=1e-9)
+    opt = book.optimism(ref, ["MAE", "Acc-2 non-0"]).set_index("run")
+    gap = R.selection_gap(ref.histories, metrics=["Acc-2 non-0"])
+    lnln_a = gap[(gap.model == "lnln") & (gap.train_protocol == "A")].optimism.mean()
+    assert opt.loc["lnln (A)", "Acc-2 non-0"] == pytest.approx(100 * lnln_a) and (opt[["MAE"]] >= 0).all().all()
