@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, merge, parse_overrides
+from .config import ConfigError, TrainConfig, merge, parse_overrides
 from .data.mmsa import DataError
 
 
@@ -42,17 +42,9 @@ def _run_config(a):
             node[leaf] = v
     if a.quiet:
         over = merge(over, {"train": {"progress": False}})
-    if a.config and not Path(a.config).exists() and "/" not in a.config and not a.config.endswith((".yaml", ".yml")):
-        from .config import PRESETS_DIR, config_dirs
-
-        found = next((d / f"{a.config}.yaml" for d in config_dirs() if (d / f"{a.config}.yaml").is_file()), None)
-        if found is None:
-            raise ConfigError(f"--config {a.config}: no such file and no preset {a.config}.yaml in "
-                              f"{', '.join(map(str, config_dirs()))} (presets: "
-                              f"{', '.join(sorted(p.stem for p in PRESETS_DIR.glob('*.yaml')))})")
-        a.config = str(found)
     cfg = load_config(a.config, merge(over, parse_overrides(a.set)))
-    if a.out is None and not any(s.startswith("train.out_dir=") for s in a.set) and not (a.config and "out_dir" in Path(a.config).read_text()):
+    chosen = a.out is not None or any(s.startswith("train.out_dir=") for s in a.set)
+    if not chosen and cfg.train.out_dir == TrainConfig.out_dir:  # nor did the config file
         cfg.train.out_dir = f"runs/{cfg.model}-{cfg.train.protocol}-{cfg.train.seed}"
     return cfg
 

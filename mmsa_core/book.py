@@ -1247,6 +1247,11 @@ __all__ += ["reconstruction_crossover"]
 
 
 # ---------------------------------------------------------------------------- reference results (chapters 8-9)
+def _language(ref) -> str:
+    """``"zh"`` for a CH-SIMS grid (its own metrics), else ``"en"``."""
+    return "zh" if str(ref.records["dataset"].iloc[0]) == "sims" else "en"
+
+
 @dataclass
 class Reference:
     """A results folder of the ``reproduce`` grid: its records, per-epoch histories and provenance."""
@@ -1302,10 +1307,10 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     """Re-train one cell of the grid now, with the configuration recorded for it, and compare it with its
     committed records. Returns a table (rows "committed" and "re-run now": each metric averaged over the ten
     test levels of the training protocol, rounded as the tables are) and a summary of the record-by-record
-    comparison (how many of the records are bit-identical, the largest difference)."""
+    comparison (the differences, if any, and the largest one)."""
     import tempfile
 
-    from .reproduce import rerun_cell
+    from .reproduce import compare_records, rerun_cell
 
     with tempfile.TemporaryDirectory(prefix="mmsa-live-") as tmp, preserved_rng():
         new, old = rerun_cell(ref.dir, model, protocol, seed, out_dir=tmp)
@@ -1313,15 +1318,11 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     for label, df in (("committed", old), ("re-run now", new)):
         d = df[(df.protocol == protocol) & (df.setting == "rate")]
         rows[label] = d.groupby("metric", sort=False).value.mean()
-    language = "zh" if str(ref.records["dataset"].iloc[0]) == "sims" else "en"
-    tab = pd.DataFrame(rows).T[metrics or headline_metrics(language)]
+    tab = pd.DataFrame(rows).T[metrics or headline_metrics(_language(ref))]
     tab.index.name = f"{model}, trained under {protocol}, seed {seed}"
-    key = ["protocol", "setting", "level", "mode", "metric"]
-    both = old.merge(new, on=key, suffixes=("_committed", "_now"))
-    diff = (both.value_committed - both.value_now).abs()
-    same = int(((both.value_committed == both.value_now) | (both.value_committed.isna() & both.value_now.isna())).sum())
-    summary = {"records": len(old), "compared": len(both), "bit-identical": same,
-               "largest difference": float(diff.max()) if len(diff) else 0.0}
+    differences = compare_records(new, old, ignore=("commit", "device"))  # exact, record by record
+    gap = (new.value - old.value).abs().max() if len(new) == len(old) else float("nan")
+    summary = {"records": len(old), "differences": differences or "none", "largest difference": float(gap)}
     return _percent(tab), summary
 
 
@@ -1329,24 +1330,27 @@ __all__ += ["Reference", "grid_summary", "live_cell", "reference", "reference_di
 
 
 # ------------------------------------------------------------------------------ benchmarks (performance appendix)
-def benchmark_table(folder: str | Path | None = None) -> pd.DataFrame:
-    """One row per timed step in the benchmark JSON files of ``folder`` (default ``benchmarks/results`` of the
-    checkout), as the scripts in ``benchmarks/`` print them: the median and spread (inter-quartile range) over the
-    repeated steps, samples/s, peak memory and where it ran. Every figure is read from the files."""
+def benchmark_files(folder: str | Path | None = None) -> list[tuple[str, dict]]:
+    """(file name, parsed JSON) of every benchmark file in ``folder`` (default ``benchmarks/results`` of the
+    checkout), as the scripts in ``benchmarks/`` print them."""
     folder = Path(folder) if folder is not None else ROOT / "benchmarks" / "results"
     files = sorted(folder.glob("*.json"))
     if not files:
         raise FileNotFoundError(f"{folder}: no benchmark JSON files (run the scripts in benchmarks/, see the README)")
+    return [(f.name, json.loads(f.read_text())) for f in files]
+
+
+def benchmark_table(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """One row per timed step of :func:`benchmark_files`: the median and spread (inter-quartile range) over the
+    repeated steps, samples/s, peak memory and where it ran. Every figure is read from the files."""
     rows = []
 
-    def add(f, r, what, t, per_s, mem, n=None):
-        rows.append({"file": f.name, "benchmark": r["benchmark"], "step": what, "median s": t["median_s"],
-                     "IQR s": t.get("iqr_s"), "repeats": t.get("repeats"), "samples/s": per_s,
-                     "peak memory (MB)": mem, "device": r.get("device"), "threads": r.get("threads"),
-                     "torch": r.get("torch")})
+    def add(f, r, what, t, per_s, mem):
+        rows.append({"file": f, "step": what, "median s": t["median_s"], "IQR s": t.get("iqr_s"),
+                     "repeats": t.get("repeats"), "samples/s": per_s, "peak memory (MB)": mem,
+                     "device": r.get("device"), "threads": r.get("threads"), "torch": r.get("torch")})
 
-    for f in files:
-        r = json.loads(f.read_text())
+    for f, r in files:
         kind = r.get("benchmark")
         if kind == "lnln_step":
             for v in ("ours", "ours-compiled", "straightforward"):
@@ -1368,19 +1372,17 @@ def benchmark_table(folder: str | Path | None = None) -> pd.DataFrame:
                 r["samples_per_s"], r["peak_memory_mb"])
         else:
             raise ValueError(f"{f}: unknown benchmark {kind!r}")
-    df = pd.DataFrame(rows).drop(columns="benchmark").set_index(["file", "step"])
+    df = pd.DataFrame(rows).set_index(["file", "step"])
     for c, d in (("median s", 3), ("IQR s", 3), ("samples/s", 1), ("peak memory (MB)", 0)):
         df[c] = pd.to_numeric(df[c]).round(d)
     return df
 
 
-def speedups(folder: str | Path | None = None) -> pd.DataFrame:
-    """The ratios the performance targets name, from the same files: LNLN ours vs straightforward (train and
-    eval step) and ProMMA batched vs per-sample loop (train step)."""
-    folder = Path(folder) if folder is not None else ROOT / "benchmarks" / "results"
+def speedups(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """The ratios the performance targets name, from :func:`benchmark_files`: LNLN ours vs straightforward (train
+    and eval step) and ProMMA batched vs per-sample loop (train step)."""
     rows = []
-    for f in sorted(folder.glob("*.json")):
-        r = json.loads(f.read_text())
+    for f, r in files:
         if r.get("benchmark") == "lnln_step":
             enc = f" ({r['encoder']} text encoder)"
             for key, what, target in (("speedup_train", "train step: straightforward / ours", 2.0),
@@ -1388,10 +1390,10 @@ def speedups(folder: str | Path | None = None) -> pd.DataFrame:
                                       ("speedup_train_compiled", "train step: straightforward / ours under torch.compile", 2.0),
                                       ("speedup_eval_compiled", "eval step: straightforward / ours under torch.compile", None)):
                 if key in r:  # the target is set at the papers' sizes: BERT-base
-                    rows.append({"file": f.name, "ratio": f"LNLN {what}{enc}", "measured": r[key],
+                    rows.append({"file": f, "ratio": f"LNLN {what}{enc}", "measured": r[key],
                                  "target": target if r["encoder"] == "bert-base" else None})
         elif r.get("benchmark") == "promma_train_step":
-            rows.append({"file": f.name, "ratio": f"ProMMA train step: loop / batched (attention dropout {r.get('attn_dropout', 'preset')})",
+            rows.append({"file": f, "ratio": f"ProMMA train step: loop / batched (attention dropout {r.get('attn_dropout', 'preset')})",
                          "measured": r["speedup_batched_vs_loop"], "target": 10.0})
     df = pd.DataFrame(rows)
     if not df.empty:
@@ -1400,12 +1402,12 @@ def speedups(folder: str | Path | None = None) -> pd.DataFrame:
     return df
 
 
-__all__ += ["benchmark_table", "speedups"]
+__all__ += ["benchmark_files", "benchmark_table", "speedups"]
 
 
 def reference_acc2(ref: Reference) -> str:
     """The binary accuracy a table of ``ref`` shows: ``Acc-2`` for CH-SIMS, ``Acc-2 non-0`` for the others."""
-    return acc2_name("zh" if str(ref.records["dataset"].iloc[0]) == "sims" else "en")
+    return acc2_name(_language(ref))
 
 
 def robustness_curves(ref: Reference, protocol: str = "A", metrics=("MAE",)) -> pd.DataFrame:

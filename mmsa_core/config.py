@@ -32,13 +32,34 @@ def config_dirs(configs: str | Path | None = None) -> list[Path]:
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
-def preset_file(model: str, preset: str, dirs: list[Path] | None = None) -> Path | None:
-    """The first ``<model>_<preset>.yaml`` in ``dirs`` (default :func:`config_dirs`), or None."""
+def find_preset(name: str, dirs: list[Path] | None = None) -> Path | None:
+    """The first ``<name>.yaml`` (e.g. ``lnln_default``) in ``dirs`` (default :func:`config_dirs`), or None."""
     for d in config_dirs() if dirs is None else dirs:
-        p = d / f"{model}_{preset}.yaml"
+        p = d / f"{name}.yaml"
         if p.is_file():
             return p
     return None
+
+
+def preset_file(model: str, preset: str, dirs: list[Path] | None = None) -> Path | None:
+    """The first ``<model>_<preset>.yaml`` in ``dirs`` (default :func:`config_dirs`), or None."""
+    return find_preset(f"{model}_{preset}", dirs)
+
+
+def _config_path(path: str | Path) -> Path:
+    """A YAML file, or the bare name of a preset (``lnln_default``: no folder, no suffix) looked up by
+    :func:`find_preset`; one error that names both when neither exists."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if len(p.parts) == 1 and not p.suffix:
+        found = find_preset(p.name)
+        if found is not None:
+            return found
+        raise ConfigError(f"{path}: no such config file and no preset {p.name}.yaml in "
+                          f"{', '.join(map(str, config_dirs()))} (presets: "
+                          f"{', '.join(sorted(f.stem for f in PRESETS_DIR.glob('*.yaml')))})")
+    raise ConfigError(f"{p}: config file not found")
 
 
 @dataclass
@@ -158,11 +179,10 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """A :class:`RunConfig` from a YAML file or a preset name (see :func:`_config_path`), with ``overrides``."""
     d = {}
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
+        p = _config_path(path)
         d = yaml.safe_load(p.read_text()) or {}
         if not isinstance(d, dict):
             raise ConfigError(f"{p}: expected a mapping at the top level, got {type(d).__name__}")

@@ -208,15 +208,15 @@ def test_benchmark_tables_read_the_files(tmp_path):
         "batched": {**step(2.0), "samples_per_s": 32.0, "peak_memory_mb": 10.0},
         "loop": {**step(8.0), "samples_per_s": 8.0, "peak_memory_mb": 12.0},
         "eval": {**step(0.5), "samples_per_s": 128.0}, "speedup_batched_vs_loop": 4.0, "attn_dropout": 0.1}))
-    tab = book.benchmark_table(tmp_path)
+    tab = book.benchmark_table(book.benchmark_files(tmp_path))
     assert tab["median s"].tolist() == [2.0, 8.0, 0.5] and tab["samples/s"].tolist() == [32.0, 8.0, 128.0]
-    sp = book.speedups(tmp_path)
+    sp = book.speedups(book.benchmark_files(tmp_path))
     assert sp["measured"].tolist() == [4.0] and sp["met"].tolist() == [False]
     (tmp_path / "bad.json").write_text(json.dumps({"benchmark": "nope"}))
     with pytest.raises(ValueError, match="bad.json: unknown benchmark"):
-        book.benchmark_table(tmp_path)
+        book.benchmark_table(book.benchmark_files(tmp_path))
     with pytest.raises(FileNotFoundError, match="no benchmark JSON"):
-        book.benchmark_table(tmp_path / "empty")
+        book.benchmark_files(tmp_path / "empty")
 
 
 # --------------------------------------------------------------------------------------- built HTML

@@ -59,9 +59,10 @@ class FeedForward(nn.Module):
 class TransformerLayer(nn.Module):
     """Pre-norm layer: x + Attn(x, ctx, ctx); x + MLP(x). Self-attention when ``ctx`` is None."""
 
-    def __init__(self, dim, heads=8, dim_head=64, mlp_dim=128, dropout=0.0):
+    def __init__(self, dim, heads=8, dim_head=64, mlp_dim=128, dropout=0.0, attn_dropout=None):
         super().__init__()
-        self.attn = Attention(dim, heads, dim_head, dropout=dropout)
+        # attn_dropout: dropout of the attention weights alone (None: ``dropout``)
+        self.attn = Attention(dim, heads, dim_head, dropout=dropout if attn_dropout is None else attn_dropout)
         self.ff = FeedForward(dim, mlp_dim, dropout)
 
     def forward(self, x, mask=None, ctx=None, ctx_mask=None):

@@ -127,7 +127,7 @@ from torch import nn
 from ..data.mmsa import Batch, DataSpec
 from ..missing import MODES
 from .common import ModelOutput, Stage, sentiment_loss
-from .layers import Attention, TransformerLayer, masked_mean
+from .layers import TransformerLayer, masked_mean
 from .text import TextEncoder, TextEncoderConfig
 
 SHORT = ("l", "a", "v")  # text (language), audio, vision: index 0, 1, 2 everywhere below
@@ -243,9 +243,10 @@ def mme_targets(y_full, y_gen, y_abs, soft: bool = False, temperature: float = 0
 class CrossmodalEncoder(nn.Module):
     """Target attends to source at every layer (MulT); the source is not updated."""
 
-    def __init__(self, dim, depth, heads, mlp_dim, dropout):
+    def __init__(self, dim, depth, heads, mlp_dim, dropout, attn_dropout=None):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim // heads, mlp_dim, dropout) for _ in range(depth))
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim // heads, mlp_dim, dropout, attn_dropout)
+                                    for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, ctx, ctx_mask):
@@ -259,9 +260,10 @@ class MemoryEncoder(nn.Module):
     """Self-attention encoder; with ``residual`` and ``gates`` (MPDC) it adds gates[l] * residual to the input of
     layer l, so every gate reaches the pooled positions through that layer's attention."""
 
-    def __init__(self, dim, depth, heads, mlp_dim, dropout):
+    def __init__(self, dim, depth, heads, mlp_dim, dropout, attn_dropout=None):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim // heads, mlp_dim, dropout) for _ in range(depth))
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim // heads, mlp_dim, dropout, attn_dropout)
+                                    for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, mask, residual=None, gates=None):
@@ -353,17 +355,14 @@ class ProMMA(nn.Module):
         in_dims = (self.text_encoder.out_dim, spec.audio_dim, spec.vision_dim)
         self.proj = nn.ModuleList(nn.Linear(in_dims[i], d, bias=False) for i in range(3))  # 1x1 conv, no bias
         self.cross = nn.ModuleDict({f"{SHORT[t]}{SHORT[s]}": CrossmodalEncoder(d, cfg.cross_depth, cfg.heads,
-                                                                               cfg.mlp_ratio * d, cfg.dropout)
+                                                                               cfg.mlp_ratio * d, cfg.dropout,
+                                                                               cfg.attn_dropout)
                                     for t, s in PAIRS})
-        self.mem = nn.ModuleList(MemoryEncoder(E, cfg.mem_depth, cfg.heads, cfg.mlp_ratio * E, cfg.dropout)
-                                 for _ in range(3))
+        self.mem = nn.ModuleList(MemoryEncoder(E, cfg.mem_depth, cfg.heads, cfg.mlp_ratio * E, cfg.dropout,
+                                               cfg.attn_dropout) for _ in range(3))
         self.fusion = nn.Sequential(nn.Linear(3 * E, 3 * E), nn.ReLU(), nn.Dropout(cfg.out_dropout), nn.Linear(3 * E, 3 * E))
         self.out = nn.Linear(3 * E, 1)
         self.embed_drop = nn.Dropout(cfg.embed_dropout)
-        if cfg.attn_dropout is not None:
-            for m in self.modules():
-                if isinstance(m, Attention):
-                    m.dropout = cfg.attn_dropout
         self.register_buffer("pos", sinusoid(max(lens), d), persistent=False)  # (L_max, d)
         # mode index from the presence code 4*text + 2*audio + vision (0 = nothing present: never produced)
         lut = torch.zeros(8, dtype=torch.long)
