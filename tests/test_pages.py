@@ -73,7 +73,7 @@ PROBE = """
 _ON_FDS_3_4 = "import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); os.execv(sys.argv[3], sys.argv[3:])"
 
 
-def _above_9(fd: int) -> int:
+def _high_fd(fd: int) -> int:
     new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
     os.close(fd)
     return new
@@ -86,13 +86,15 @@ class Chromium:
         self.profile = tempfile.mkdtemp(prefix="mmsa-chromium-")
         to_r, self._to = os.pipe()
         self._from, from_w = os.pipe()
-        # the child's ends move above fd 4, so that putting one on fd 3 cannot overwrite the other
-        to_r, from_w = (_above_9(fd) for fd in (to_r, from_w))
+        # the child's ends move to fd 10 or above, so that putting one on fd 3 cannot overwrite the other
+        to_r, from_w = (_high_fd(fd) for fd in (to_r, from_w))
         # a Python trampoline puts the pipe ends on fds 3 and 4, where --remote-debugging-pipe expects them
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _ON_FDS_3_4, str(to_r), str(from_w), exe, *FLAGS, f"--user-data-dir={self.profile}",
-             "about:blank"], pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE)
+        self.log = Path(self.profile) / "stderr.log"  # a file, not a pipe: Chromium's chatter can never block it
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _ON_FDS_3_4, str(to_r), str(from_w), exe, *FLAGS,
+                 f"--user-data-dir={self.profile}/profile", "about:blank"],
+                pass_fds=(to_r, from_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         os.close(to_r)
         os.close(from_w)
         self._id, self._replies, self.events = 0, {}, queue.Queue()
@@ -156,7 +158,7 @@ class Chromium:
         return out
 
     def stderr_tail(self) -> str:
-        return "" if self.proc.poll() is None else self.proc.stderr.read().decode(errors="replace")[-2000:]
+        return self.log.read_bytes()[-2000:].decode(errors="replace")
 
     def close(self):
         try:
@@ -169,7 +171,6 @@ class Chromium:
             self.proc.kill()
             self.proc.wait(10)
         os.close(self._to)
-        self.proc.stderr.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
