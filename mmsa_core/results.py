@@ -237,9 +237,10 @@ def _pivot(stats: pd.DataFrame, index: list[str], columns: str, order: list, num
 
 
 def _seed_note(df: pd.DataFrame) -> str:
-    n = df.groupby(["model", "train_protocol"])["seed"].nunique()
+    trained = df[df["model"] != "oracle"]  # the oracle is not trained: one deterministic row
+    n = (trained if len(trained) else df).groupby(["model", "train_protocol"])["seed"].nunique()
     ns = sorted(set(int(x) for x in n))
-    return f"{'/'.join(map(str, ns))} seed{'s' if ns != [1] else ''}"
+    return f"{'/'.join(map(str, ns))} seed{'s' if ns != [1] else ''}" + (" (the oracle: deterministic)" if len(trained) < len(df) else "")
 
 
 def _check_levels(d: pd.DataFrame, by: list[str], what: str) -> None:
@@ -342,6 +343,42 @@ def cross_protocol_table(df: pd.DataFrame, metrics=None, numeric: bool = False, 
     t.attrs["caption"] = (f"cross-protocol: each model tested under protocol A or B (mean over its 10 levels) when "
                           f"trained under the same protocol and under the other one; mean ± std over {_seed_note(df)}; "
                           "differences in percentage points for accuracy / F1")
+    return t
+
+
+# -------------------------------------------------------------------------------- room left: the oracle
+ORACLE = "oracle"  # the testbed's Bayes-optimal row (mmsa_core.oracle), in records of the embedded data only
+
+
+def oracle_gap_table(df: pd.DataFrame, metric: str = "MAE", numeric: bool = False, ddof: int = 1) -> pd.DataFrame:
+    """How far each model is from the oracle: its ``metric`` averaged over r = 0.0..0.9 of its training protocol
+    (as in :func:`paper_table`) and over the 7 protocol-B modes, minus the oracle's, mean ± std over seeds. Rows
+    (model, train_protocol); a positive MAE gap (negative accuracy gap) is room that the model leaves."""
+    if ORACLE not in set(df["model"]):
+        raise RecordsError("no oracle rows in these records (only the embedded testbed has an oracle)")
+    rates = _rate_means(df, True, [metric])
+    modes = df[(df["setting"] == "mode") & (df["protocol"] == "B") & (df["metric"] == metric)]
+    modes = modes.groupby(["model", "train_protocol", "seed"], sort=False)["value"].mean().reset_index()
+    cols = {}
+    for label, d in (("rates 0.0-0.9", rates), ("modes (B)", modes)):
+        orc = d[d["model"] == ORACLE].groupby("train_protocol")["value"].mean()
+        d = d[d["model"] != ORACLE].copy()
+        d["value"] = d["value"] - d["train_protocol"].map(orc)
+        st = seed_stats(d, ["model", "train_protocol"], ddof)
+        st["metric"] = metric
+        st["column"] = label
+        cols[label] = st
+    st = pd.concat(cols.values(), ignore_index=True)
+    if numeric:
+        t = st.pivot(index=ROW, columns="column", values="mean")
+    else:
+        st["cell"] = [_signed(m, s, metric) for m, s in zip(st["mean"], st["std"])]
+        t = st.pivot(index=ROW, columns="column", values="cell")
+    t = t.reindex(columns=list(cols))
+    t.columns.name = f"{metric} − oracle"
+    t = _sort_rows(t)
+    t.attrs["caption"] = (f"gap to the oracle (knows the generator): {metric} of each model minus the oracle's, averaged "
+                          f"over the training protocol's rates and over protocol B's modes; mean ± std over {_seed_note(df)}")
     return t
 
 
@@ -596,6 +633,8 @@ def standard_tables(results_dir, metrics=None) -> list[tuple[str, str, pd.DataFr
     if ((df["setting"] == "mode") & (df["protocol"] == "B")).any():
         for m in mets:
             out.append(("modes", f"{m} under each protocol-B missing mode", mode_table(df, m)))
+    if ORACLE in set(df["model"]):
+        out.append(("oracle_gap", "room left: each model's gap to the oracle", oracle_gap_table(df, "MAE")))
     if df.groupby("model")["train_protocol"].nunique().max() > 1:
         out.append(("cross_protocol", "trained under one protocol, tested under both", cross_protocol_table(df, mets)))
     try:
