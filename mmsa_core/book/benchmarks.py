@@ -1,5 +1,6 @@
 """The benchmark figures of the performance appendix (chapter 10), read from the JSON files that the scripts in
-``benchmarks/`` print.
+``benchmarks/`` print. The figures measured for the book ship with the package, in :data:`BENCHMARK_RESULTS`
+(``mmsa_core/reference/benchmarks/``).
 """
 
 from __future__ import annotations
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import ROOT
+from .runs import PACKAGE
+
+# the committed benchmark files (package data), e.g. `python benchmarks/bench_sweep.py > <this folder>/sweep-cpu.json`
+BENCHMARK_RESULTS = PACKAGE / "reference" / "benchmarks"
 
 
 def benchmark_files(folder: str | Path | None = None) -> list[tuple[str, dict]]:
-    """(file name, parsed JSON) of every benchmark file in ``folder`` (default ``benchmarks/results`` of the
-    checkout), as the scripts in ``benchmarks/`` print them."""
-    folder = Path(folder) if folder is not None else ROOT / "benchmarks" / "results"
+    """(file name, parsed JSON) of every benchmark file in ``folder`` (default :data:`BENCHMARK_RESULTS`, the
+    figures measured for the book), as the scripts in ``benchmarks/`` print them."""
+    folder = Path(folder).expanduser() if folder is not None else BENCHMARK_RESULTS
     files = sorted(folder.glob("*.json"))
     if not files:
         raise FileNotFoundError(f"{folder}: no benchmark JSON files (run the scripts in benchmarks/, see the README)")
@@ -84,4 +88,4 @@ def speedups(files: list[tuple[str, dict]]) -> pd.DataFrame:
     return df
 
 
-__all__ = ["benchmark_files", "benchmark_table", "speedups"]
+__all__ = ["BENCHMARK_RESULTS", "benchmark_files", "benchmark_table", "speedups"]

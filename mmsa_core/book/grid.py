@@ -1,5 +1,8 @@
 """The reference grid (chapters 8 and 9): the records, histories and provenance that ``python -m mmsa_core
 reproduce`` wrote, read back as the chapters show them, and one cell of the grid re-trained live.
+
+The grid of the embedded default ships with the package, in :data:`REFERENCE_GRID`
+(``mmsa_core/reference/synth-small/``): the chapters read the same files from a checkout, a pip install or Colab.
 """
 
 from __future__ import annotations
@@ -9,8 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .runs import ROOT, is_checkout, preserved_rng, read_json
+from .runs import PACKAGE, preserved_rng, read_json
 from .tables import PERCENT_PREFIXES, acc2_name, at_rates, headline_metrics, percent_rounded
+
+# The committed grid of the embedded default (records.csv, histories.csv, provenance.json: package data). It is
+# written by `python -m mmsa_core reproduce --set train.threads=1 --out mmsa_core/reference/synth-small`; the
+# cells' runs/ folder that this leaves beside them stays out of git and out of the wheel.
+REFERENCE_GRID = PACKAGE / "reference" / "synth-small"
 
 
 # -------------------------------------------------------------------------- reading a grid (chapters 8 and 9)
@@ -30,11 +38,8 @@ class Reference:
 
 
 def reference_dir(results: str | Path | None = None) -> Path:
-    """``results`` if given, else the committed grid of the embedded default: ``results/synth-small`` in the
-    checkout (or under the current folder, e.g. a clone on Colab)."""
-    if results is not None:
-        return Path(results).expanduser()
-    return (ROOT if is_checkout() else Path.cwd()) / "results" / "synth-small"
+    """``results`` if given, else the committed grid of the embedded default, :data:`REFERENCE_GRID`."""
+    return Path(results).expanduser() if results is not None else REFERENCE_GRID
 
 
 def reference(results: str | Path | None = None) -> Reference:
@@ -128,5 +133,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]

@@ -12,6 +12,10 @@ Presets: a run starts from the preset ``<model>_<preset>.yaml`` (``mmsa_core/con
 the embedded data on a CPU) on the embedded data, ``mosi`` on its CMU-MOSI-sized variant (``full=True``), and on a
 real file ``mosi``, ``mosei`` or ``sims`` as its path says (else ``default``). The chapter's arguments (protocol,
 seed, epochs, model_config) are applied on top.
+
+Downloads: a run whose text encoder is a hub model (BERT-base in the LNLN presets of the papers' sizes) downloads it
+from the Hugging Face hub once; when the hub cannot be reached, :func:`trained` stops at once with one message
+(:func:`require_hub`).
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def dataset_family(dataset: str) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------------------------- runs
+# --------------------------------------------------------------------------------------------- presets
 def preset_name(dataset: str = "synth", full: bool = False) -> str:
     """Which preset a run starts from: ``default`` (sized for the embedded data on a CPU) for the embedded data,
     ``mosi`` for its CMU-MOSI-sized variant (``full=True``), and for a real file the dataset named in its path
@@ -153,6 +157,61 @@ def config(model: str, protocol: str | None = None, epochs: int | None = None, s
     return cfg
 
 
+# ------------------------------------------------------------------------------- downloads from the hub
+def hub_models(cfg: RunConfig) -> list[str]:
+    """The Hugging Face hub models a run downloads: its text encoder when that is a hub name (``kind: pretrained``,
+    neither ``minilm``, the packaged offline MiniLM, nor a local folder), e.g. ``bert-base-uncased`` in the LNLN
+    presets of the papers' sizes (``lnln_mosi.yaml``: ``full=True`` on the embedded data)."""
+    from ..experiment import model_config
+
+    text = getattr(model_config(cfg), "text", None)
+    if text is None or text.kind != "pretrained" or text.name_or_path == "minilm":
+        return []
+    return [] if Path(text.name_or_path).expanduser().exists() else [text.name_or_path]
+
+
+def _in_hub_cache(name: str) -> bool:
+    """True when the hub model ``name`` (its config and weights) is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(f):
+        return isinstance(try_to_load_from_cache(name, f), str)
+
+    return cached("config.json") and (cached("model.safetensors") or cached("pytorch_model.bin"))
+
+
+def _hub_unreachable(timeout_s: float = 10.0) -> str | None:
+    """Why the Hugging Face hub cannot be reached (``HF_HUB_OFFLINE`` set, or no answer), or None when it answers."""
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return "HF_HUB_OFFLINE is set"
+    try:
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"), timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return None  # it answered (with an error code): the hub is there
+    except (OSError, ValueError) as e:
+        return f"{constants.ENDPOINT} did not answer: {getattr(e, 'reason', e)}"
+    return None
+
+
+def require_hub(names: list[str], what: str = "This run") -> None:
+    """Nothing when every hub model in ``names`` is cached or the hub answers; else ONE error that names the model,
+    says why it cannot be downloaded and what to do (a chapter calls this before it loads any data)."""
+    missing = [n for n in names if not _in_hub_cache(n)]
+    reason = _hub_unreachable() if missing else None
+    if reason:
+        raise RuntimeError(
+            f"{what} loads the text encoder {', '.join(map(repr, missing))} from the Hugging Face hub "
+            f"(BERT-base: about 440 MB, downloaded once into the Hugging Face cache), and the hub is not reachable "
+            f"({reason}). Connect to the internet and run the cell again, or run on the embedded data with "
+            "full=False (nothing to download).") from None
+
+
+# --------------------------------------------------------------------------------------------- the run cache
 def code_fingerprint() -> str:
     """A hash of the package's training code (not of the book, plotting or results files)."""
     h = hashlib.sha256()
@@ -246,6 +305,7 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
     any finished run with this config.
     """
     cfg = config(model, protocol, epochs, seed, dataset, full, model_config, device, progress, **train)
+    require_hub(hub_models(cfg), f"This run ({model}, preset {model}_{preset_name(dataset, full)}.yaml)")  # before the data
     ds = load(dataset, full)  # the same object as the chapter's book.load(dataset, full)
     folder = run_dir(cfg, ds, cache_dir)
     cfg.train.out_dir = str(folder)
@@ -275,6 +335,6 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
     return TrainedRun(net, ds, records, history, folder, cfg, reused)
 
 
-__all__ = ["NOT_TRAINING_CODE", "TrainedRun", "code_fingerprint", "config", "data_config", "dataset_family", "is_checkout",
-           "load", "model_device", "preserved_rng", "preset_name", "preset_path", "read_json", "run_dir", "run_lock",
-           "runs_dir", "setup", "trained"]
+__all__ = ["NOT_TRAINING_CODE", "TrainedRun", "code_fingerprint", "config", "data_config", "dataset_family", "hub_models",
+           "is_checkout", "load", "model_device", "preserved_rng", "preset_name", "preset_path", "read_json",
+           "require_hub", "run_dir", "run_lock", "runs_dir", "setup", "trained"]
