@@ -5,7 +5,7 @@ A cell whose ``results.csv``, ``history.csv`` and ``provenance.json`` exist and 
 skipped; an unfinished one resumes from its ``last.pt`` through the trainer (same numbers as an uninterrupted
 run). A cell folder that holds a run of ANOTHER configuration is never overwritten: the grid stops and says
 which settings differ. At the end every finished cell under ``<out>/runs`` is concatenated into
-``<out>/records.csv`` (validated by :func:`mmsa_core.results.validate`), their per-epoch histories into
+``<out>/records.csv`` (validated by :func:`mmsa_core.records.validate`), their per-epoch histories into
 ``<out>/histories.csv``, and ``<out>/provenance.json`` lists, per cell, the commit, config hash, dataset
 fingerprint, device, torch version, wall time and the resolved configuration (enough to re-run the cell with
 :func:`rerun_cell` when only these three files are committed, without ``runs/``).
@@ -33,6 +33,7 @@ import pandas as pd
 from .config import (ConfigError, DataConfig, RunConfig, config_dirs, config_hash, from_dict, load_config, merge,
                      parse_overrides, preset_file)
 from .models import model_names
+from .records import CELL_FILES, cell_histories, finished_cells, read_csv, validate
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ DEFAULT_PROTOCOLS = ("A", "B")
 DEFAULT_SEEDS = (1111, 1112, 1113)
 PRESETS = ("default", "mosi", "mosei", "sims")
 GRID_KEYS = ("model", "train.protocol", "train.seed", "train.out_dir")  # set by the grid, not by --set
-CELL_FILES = ("results.csv", "history.csv", "provenance.json")
 
 
 @dataclass(frozen=True)
@@ -187,36 +187,8 @@ def cell_state(cfg: RunConfig) -> str:
     return "partial" if has_ckpt else "new"
 
 
-def read_csv(path) -> pd.DataFrame:
-    """A records CSV read back exactly as written (round-trip floats; the empty mode of rate rows as '')."""
-    from .results import CSV_FLOATS
-
-    df = pd.read_csv(path, **CSV_FLOATS, dtype={"mode": str, "config_hash": str, "commit": str})
-    if "mode" in df:
-        df["mode"] = df["mode"].fillna("")
-    return df
-
-
-def _cell_key(cell_dir: Path):
-    from .results import MODEL_ORDER
-
-    parts = cell_dir.name.rsplit("-", 2)
-    model, proto, seed = parts if len(parts) == 3 else (cell_dir.name, "", "")
-    order = MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER)
-    return (order, model, proto, int(seed) if seed.isdigit() else 0, cell_dir.name)
-
-
-def finished_cells(out: str | Path) -> list[Path]:
-    """Cell folders under ``<out>/runs`` with all result files, in the book's model order."""
-    runs = Path(out) / "runs"
-    cells = [d for d in runs.iterdir() if d.is_dir() and all((d / f).is_file() for f in CELL_FILES)] if runs.is_dir() else []
-    return sorted(cells, key=_cell_key)
-
-
 def collect(out: str | Path) -> pd.DataFrame:
     """All finished cells' records, concatenated in a fixed order and validated."""
-    from .results import validate
-
     cells = finished_cells(out)
     if not cells:
         raise FileNotFoundError(f"{Path(out) / 'runs'}: no finished cell (no folder with {list(CELL_FILES)})")
@@ -275,8 +247,6 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
     (default ``results/<dataset name>``). ``overrides``: a nested dict or ``["train.lr=1e-4", ...]``."""
     import yaml
     from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from .results import cell_histories
 
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(list(overrides))
