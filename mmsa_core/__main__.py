@@ -98,7 +98,7 @@ def _eval_setup(a):
     check_spec(DataSpec(**saved), ds.spec, str(a.checkpoint))
     check_token_ids(model, ds, "checkpoint")
     why = f"stored in {a.checkpoint}" if family is not None else ds.family_source
-    print(f"dataset {ds.name}: family {ds.spec.family} ({why})")
+    print(f"dataset {ds.name}: family {ds.spec.family} ({why})", file=sys.stderr)  # stdout: the numbers alone
     return ds, model, device
 
 

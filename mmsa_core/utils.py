@@ -10,6 +10,7 @@ import os
 import random
 import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,9 @@ def load_checkpoint_file(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a pickle of another protocol (not a checkpoint) warns before it fails
+            warnings.simplefilter("ignore", UserWarning)
+            ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a cut or foreign file fails in many ways (EOFError, OSError, RuntimeError...)
         text = str(e)
         if "Weights only load failed" in text:  # torch's long advice to trust the file is not ours to give

@@ -93,8 +93,9 @@ def family_from_path(path) -> str | None:
 
 def family_from_data(splits: dict[str, dict], texts: list[str], labels: np.ndarray) -> tuple[str | None, list[str], list[str]]:
     """``"sims"``, ``"cmu"`` (MOSI or MOSEI, which share labels and metrics) or None, with the evidence for SIMS
-    and for CMU. Evidence: CH-SIMS's unimodal label keys; the script of ``raw_text`` (Han characters vs Latin
-    letters); a label beyond SIMS's [-1, 1]. Both kinds of evidence at once, or none, give None."""
+    and for CMU. The content decides: CH-SIMS's unimodal label keys and the script of ``raw_text`` (Han characters
+    vs Latin letters); contradicting content, or none, gives None. Only without content evidence do the labels
+    decide (one beyond SIMS's [-1, 1]: CMU); with it, a label out of range is a data error found afterwards."""
     sims, cmu = [], []
     keys = sorted({k for d in splits.values() for k in UNIMODAL_LABEL_KEYS if k in d})
     if keys:
@@ -107,7 +108,7 @@ def family_from_data(splits: dict[str, dict], texts: list[str], labels: np.ndarr
     elif latin > han:
         cmu.append("English raw_text")
     top = float(np.abs(labels).max()) if labels.size else 0.0
-    if top > 1.0 + 1e-6:
+    if not sims and not cmu and top > 1.0 + 1e-6:
         cmu.append(f"labels up to |{top:.3g}| (beyond SIMS's [-1, 1])")
     kind = None if bool(sims) == bool(cmu) else ("sims" if sims else "cmu")
     return kind, sims, cmu
