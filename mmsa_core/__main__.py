@@ -11,6 +11,12 @@ from pathlib import Path
 
 from .config import ConfigError, TrainConfig, merge, parse_overrides
 from .data.mmsa import DataError, DataSpec
+from .utils import CheckpointError, RunFolderBusy
+
+# The project's own errors: each message names the file / key / folder and says what was expected and found.
+# Bad data, configs, checkpoints and command lines end in one of these (tests/test_reliability.py fuzzes that);
+# the command line prints it as one "error: ..." line and exits 2. FloatingPointError: training diverged.
+PROJECT_ERRORS = (DataError, ConfigError, CheckpointError, RunFolderBusy, FileNotFoundError, FloatingPointError)
 
 
 def _common_run_args(p):
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         a.fn(a)
-    except (DataError, ConfigError, FileNotFoundError, ValueError, RuntimeError, FloatingPointError) as e:
+    except (*PROJECT_ERRORS, ValueError, RuntimeError) as e:  # ValueError / RuntimeError: model and grid checks
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -82,9 +82,10 @@ UNIMODAL_LABEL_KEYS = ("regression_labels_T", "regression_labels_A", "regression
 
 
 def family_from_path(path) -> str | None:
-    """``mosei``, ``mosi`` or ``sims`` when the path names one (mosei first: it contains "mosi"), else None.
-    A guess only: :func:`load_mmsa` checks it against the data."""
-    s = str(path).lower()
+    """``mosei``, ``mosi`` or ``sims`` when the file's name or its two parent folders name one (``MOSI/Processed/
+    unaligned_50.pkl``; mosei first: it contains "mosi"), else None. A guess only: :func:`load_mmsa` checks it
+    against the data."""
+    s = "/".join(Path(path).parts[-3:]).lower()
     for fam in ("mosei", "mosi", "sims"):
         if fam in s:
             return fam
@@ -279,13 +280,17 @@ def _split_from_dict(path, split: str, d, warn_inf: bool = True) -> Split:
     for m, arr in (("audio", audio), ("vision", vision)):
         key = f"{m}_lengths"
         if key in d:
-            ln = _array(path, split, key, d[key], 1).astype(np.int64)
+            ln = _array(path, split, key, d[key], 1)
+            if not np.isfinite(ln).all():
+                raise DataError(f"{path}: split {split!r} key {key!r}: expected finite lengths, found "
+                                f"{int((~np.isfinite(ln)).sum())} NaN/inf")
             if ln.shape[0] != n or ln.min(initial=0) < 0 or ln.max(initial=0) > arr.shape[1]:
                 got = f"in [{ln.min()}, {ln.max()}]" if ln.size else "(none)"  # min() of nothing would raise
                 raise DataError(
                     f"{path}: split {split!r} key {key!r}: expected {n} lengths in [0, {arr.shape[1]}], "
                     f"got {ln.shape[0]} values {got}"
                 )
+            ln = ln.astype(np.int64)
         else:  # aligned pickles carry no lengths: every frame is valid
             ln = np.full(n, arr.shape[1], dtype=np.int64)
         lengths[m] = torch.from_numpy(ln)
@@ -310,6 +315,9 @@ def _split_from_dict(path, split: str, d, warn_inf: bool = True) -> Split:
 
 def _strings(path, split: str, key: str, value, n: int) -> list[str]:
     """``n`` entries of ``value`` as strings (sample ids, raw text)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.size \
+            and (np.ascontiguousarray(value).view(np.uint32) > 0x10FFFF).any():  # a corrupted NumPy string array
+        raise DataError(f"{path}: split {split!r} key {key!r}: expected text, found code points beyond Unicode")
     try:
         vals = [str(x) for x in (value.tolist() if isinstance(value, np.ndarray) else value)]
     except TypeError:  # a scalar, or another non-sequence
