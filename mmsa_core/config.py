@@ -214,14 +214,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     where = str(path or "config")
     cfg = from_dict(RunConfig, merge(d, overrides or {}), where)
     check_run_config(cfg, where)
-    from .models import get_model_class  # the model's own config dataclass, checked here too (before any run)
+    from .models import MODELS  # the model's own config dataclass, checked here too (before any run)
 
-    try:
-        cfg_cls, _ = get_model_class(cfg.model)
-    except ValueError as e:
-        raise ConfigError(f"{where}: model: {e}") from None
-    check_model_config(from_dict(cfg_cls, cfg.model_config, f"{where}: model_config ({cfg.model})"),
-                       f"{where}: model_config ({cfg.model})")
+    if cfg.model in MODELS:  # an unknown model is reported when the run builds it, with the registered names
+        mwhere = f"{where}: model_config ({cfg.model})"
+        check_model_config(from_dict(MODELS[cfg.model][0], cfg.model_config, mwhere), mwhere)
     return cfg
 
 
@@ -253,6 +250,8 @@ def _check(where: str, v, kind: str, lo=None, hi=None, lo_open=False, hi_open=Fa
 def check_run_config(cfg: "RunConfig", where: str = "config") -> None:
     """Every train.* and data.* field in range (positive sizes, lr > 0, known protocol, ...), else a ConfigError
     that names the key: a run that would train nothing or fail later is refused before it starts."""
+    if not isinstance(cfg.model, str):
+        _fail(f"{where}: model", "a model name", cfg.model)
     t, d = cfg.train, cfg.data
     w = f"{where}: train."
     _check(w + "epochs", t.epochs, "int", 1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import (DataConfig, RunConfig, check_model_config, check_run_config, config_hash, from_dict, load_config,
+from .config import (ConfigError, DataConfig, RunConfig, check_model_config, check_run_config, config_hash, from_dict, load_config,
                      to_yaml)
 from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
@@ -40,7 +40,10 @@ def load_dataset(cfg: DataConfig) -> MMSADataset:
 
 
 def model_config(cfg: RunConfig):
-    cfg_cls, _ = get_model_class(cfg.model)
+    try:
+        cfg_cls, _ = get_model_class(cfg.model)
+    except ValueError as e:  # unknown model: the message lists the registered ones
+        raise ConfigError(f"model: {e}") from None
     mcfg = from_dict(cfg_cls, cfg.model_config, f"model_config ({cfg.model})")
     check_model_config(mcfg, f"model_config ({cfg.model})")
     return mcfg
@@ -154,8 +157,11 @@ def load_checkpoint(path, spec: DataSpec | None = None, device="cpu"):
     ck = load_checkpoint_file(path, device)  # weights_only=True: tensors and plain values, never code
     if not {"model_name", "model_config", "data_spec", "model"} <= set(ck):
         raise CheckpointError(f"{path}: not a best.pt written by mmsa_core (no model_name, model_config, data_spec)")
-    cfg_cls, _ = get_model_class(ck["model_name"])
-    mcfg = from_dict(cfg_cls, ck["model_config"], f"{path} model_config")
+    try:
+        cfg_cls, _ = get_model_class(ck["model_name"])
+        mcfg = from_dict(cfg_cls, ck["model_config"], f"{path} model_config")
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path}: its model cannot be rebuilt ({e})") from None
     try:
         saved = DataSpec(**ck["data_spec"])
     except TypeError as e:

@@ -88,14 +88,13 @@ def grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS) -> list[
 
 
 def infer_preset(data: str) -> str:
-    """``default`` for the embedded dataset; for a file, the dataset named in its path (mosei before mosi)."""
+    """``default`` for the embedded dataset; for a file, the dataset named in its path
+    (:func:`mmsa_core.data.mmsa.family_from_path`; the loader checks that guess against the data)."""
     if data == "synth":
         return "default"
-    low = str(data).lower()
-    for name in ("mosei", "mosi", "sims"):
-        if name in low:
-            return name
-    return "default"
+    from .data.mmsa import family_from_path
+
+    return family_from_path(data) or "default"
 
 
 def dataset_label(data: str, name: str | None = None, synth_shape: str = "small") -> str:
