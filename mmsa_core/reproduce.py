@@ -409,7 +409,7 @@ def add_arguments(p) -> None:
                    help="training seeds (default 1111 1112 1113)")
     p.add_argument("--epochs", type=int, help="override the number of epochs of every cell")
     p.add_argument("--data", default="synth",
-                   help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
+                   help="'synth' (embedded default) or the path of an MMSA pickle (read by a restricted unpickler)")
     p.add_argument("--name", help="dataset name in the records and the output folder (default: synth-<shape>, or "
                                   "mosi / mosei / sims when the file's path says so, else the file's stem)")
     p.add_argument("--preset", help=f"the <model>_<preset>.yaml presets to use ({', '.join(PRESETS)}; default: from the data)")
