@@ -97,7 +97,7 @@ def _eval_setup(a):
     device = resolve_device(a.device)
     model, ck = load_checkpoint(a.checkpoint, None, device)
     saved = ck["data_spec"]
-    family = saved.get("family") or ("sims" if saved.get("language") == "zh" else None)  # older checkpoints
+    family = saved.get("family") or {"zh": "sims", "en": "mosi"}.get(saved.get("language"))  # older: the language
     if family is not None and family not in FAMILIES:
         raise ValueError(f"{a.checkpoint}: data_spec names an unknown dataset family {family!r}")
     ds = load_dataset(DataConfig(dataset=a.data, family=family))
