@@ -16,7 +16,7 @@ from .utils import stable_hash
 
 
 class ConfigError(ValueError):
-    pass
+    """A bad configuration: the message names the file or override and the key, what was expected and found."""
 
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"  # the presets shipped with the package
@@ -69,7 +69,8 @@ class DataConfig:
     synth_seed: int = 0
     synth_variant: str = "redundant"  # the testbed's variant: "redundant" or "complementary" (see data/synth.py)
     name: str | None = None  # name in results (default: "synth-<shape>-<variant>" or the file's stem)
-    label_range: tuple[float, float] | None = None  # default: [-1, 1] for SIMS files, else [-3, 3]
+    family: str | None = None  # "mosi", "mosei" or "sims"; None: decided from the data (mmsa_core.data.mmsa)
+    label_range: tuple[float, float] | None = None  # default: the family's ([-1, 1] for SIMS, else [-3, 3])
 
 
 @dataclass
@@ -108,7 +109,7 @@ def from_dict(cls, d: dict | None, where: str = "config"):
     """Build dataclass ``cls`` from a dict, recursively; unknown keys are an error that lists the valid ones."""
     d = dict(d or {})
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(names))
+    unknown = sorted(map(str, set(d) - set(names)))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
     hints = typing.get_type_hints(cls)
@@ -119,6 +120,9 @@ def from_dict(cls, d: dict | None, where: str = "config"):
             if not isinstance(v, dict):
                 raise ConfigError(f"{where}.{k}: expected a mapping of {t.__name__} fields, got {v!r}")
             v = from_dict(t, v, f"{where}.{k}")
+        elif t is dict or typing.get_origin(t) is dict:
+            if not isinstance(v, dict):
+                raise ConfigError(f"{where}.{k}: expected a mapping, got {v!r}")
         elif typing.get_origin(t) in (tuple, typing.Union, types.UnionType, None) and isinstance(v, list):
             v = tuple(v)
         else:
@@ -175,19 +179,167 @@ def parse_overrides(items: list[str]) -> dict:
         *parents, leaf = key.strip().split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(val)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is set to a value above, not a section")
+        try:
+            node[leaf] = yaml.safe_load(val)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
     return out
+
+
+def _yaml_problem(e: "yaml.YAMLError") -> str:
+    """Line, column (1-based) and problem of a YAML error, in one line."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    what = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {what}" if mark is not None else what
+
+
+def read_yaml(path: Path) -> dict:
+    """The mapping in a YAML config file; a malformed file is one ConfigError with its file, line and column."""
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: malformed YAML at {_yaml_problem(e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e})") from None
+    d = d or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(d).__name__}")
+    return d
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     """A :class:`RunConfig` from a YAML file or a preset name (see :func:`_config_path`), with ``overrides``."""
-    d = {}
-    if path:
-        p = _config_path(path)
-        d = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(d).__name__}")
-    return from_dict(RunConfig, merge(d, overrides or {}), str(path or "config"))
+    d = read_yaml(_config_path(path)) if path else {}
+    where = str(path or "config")
+    cfg = from_dict(RunConfig, merge(d, overrides or {}), where)
+    check_run_config(cfg, where)
+    from .models import MODELS  # the model's own config dataclass, checked here too (before any run)
+
+    if cfg.model in MODELS:  # an unknown model is reported when the run builds it, with the registered names
+        mwhere = f"{where}: model_config ({cfg.model})"
+        check_model_config(from_dict(MODELS[cfg.model][0], cfg.model_config, mwhere), mwhere)
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _fail(where: str, expected: str, v) -> None:
+    raise ConfigError(f"{where}: expected {expected}, got {v!r}")
+
+
+def _number(v) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check(where: str, v, kind: str, lo=None, hi=None, lo_open=False, hi_open=False, none_ok=False) -> None:
+    """``v`` is an int (``kind`` "int") or a finite number ("float") in [lo, hi] (open ends where asked)."""
+    if v is None and none_ok:
+        return
+    ok = _number(v) and (kind != "int" or isinstance(v, int))
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if hi_open else ']'}"
+        _fail(where, f"{'an integer' if kind == 'int' else 'a number'} in {rng}" + (" or null" if none_ok else ""), v)
+
+
+def check_run_config(cfg: "RunConfig", where: str = "config") -> None:
+    """Every train.* and data.* field in range (positive sizes, lr > 0, known protocol, ...), else a ConfigError
+    that names the key: a run that would train nothing or fail later is refused before it starts."""
+    if not isinstance(cfg.model, str):
+        _fail(f"{where}: model", "a model name", cfg.model)
+    t, d = cfg.train, cfg.data
+    w = f"{where}: train."
+    _check(w + "epochs", t.epochs, "int", 1)
+    _check(w + "batch_size", t.batch_size, "int", 1)
+    _check(w + "eval_batch_size", t.eval_batch_size, "int", 1)
+    _check(w + "lr", t.lr, "float", 0, lo_open=True)
+    _check(w + "weight_decay", t.weight_decay, "float", 0)
+    _check(w + "warmup_frac", t.warmup_frac, "float", 0, 1)
+    _check(w + "grad_clip", t.grad_clip, "float", 0, lo_open=True, none_ok=True)
+    _check(w + "train_level", t.train_level, "float", 0, 1, none_ok=True)
+    _check(w + "select_level", t.select_level, "float", 0, 1, none_ok=True)
+    _check(w + "threads", t.threads, "int", 1, none_ok=True)
+    for k in ("seed", "eval_seed"):
+        _check(w + k, getattr(t, k), "int", 0)
+    if t.protocol not in ("A", "B"):
+        _fail(w + "protocol", "'A' or 'B'", t.protocol)
+    for k in ("amp", "compile", "deterministic", "progress", "track_test"):
+        if not isinstance(getattr(t, k), bool):
+            _fail(w + k, "true or false", getattr(t, k))
+    if not isinstance(t.out_dir, str) or not t.out_dir.strip():
+        _fail(w + "out_dir", "a folder name", t.out_dir)
+    if not isinstance(t.device, str):
+        _fail(w + "device", "auto, cpu, cuda or cuda:N", t.device)
+    if t.device != "auto":
+        import torch
+
+        try:
+            torch.device(t.device)
+        except (RuntimeError, ValueError):
+            _fail(w + "device", "auto, cpu, cuda or cuda:N", t.device)
+    w = f"{where}: data."
+    if not isinstance(d.dataset, str) or not d.dataset.strip():
+        _fail(w + "dataset", "'synth' or the path of an MMSA pickle", d.dataset)
+    from .data.mmsa import FAMILIES
+
+    if d.family is not None and d.family not in FAMILIES:
+        _fail(w + "family", f"one of {sorted(FAMILIES)} or null (decided from the data)", d.family)
+    if d.dataset == "synth":
+        from .data.synth import SHAPES, VARIANTS
+
+        if d.synth_shape not in SHAPES:
+            _fail(w + "synth_shape", f"one of {sorted(SHAPES)}", d.synth_shape)
+        if d.synth_variant not in VARIANTS:
+            _fail(w + "synth_variant", f"one of {sorted(VARIANTS)}", d.synth_variant)
+        _check(w + "synth_seed", d.synth_seed, "int", 0)
+    lr_ = d.label_range
+    if lr_ is not None and not (isinstance(lr_, tuple) and len(lr_) == 2 and all(map(_number, lr_)) and lr_[0] < lr_[1]):
+        _fail(w + "label_range", "[low, high] with low < high, or null (the family's)", lr_)
+    if d.name is not None and not isinstance(d.name, str):
+        _fail(w + "name", "a string", d.name)
+
+
+# Field-name rules for the models' config dataclasses (one place for every model): sizes are >= 1, depths >= 0,
+# dropouts in [0, 1), temperatures and scales > 0, loss weights >= 0, stage epochs >= 1 and lrs > 0 when set.
+_SIZE_WORDS = ("dim", "heads", "hidden", "tokens", "ratio", "len", "rank", "vocab_size")
+
+
+def check_model_config(mcfg, where: str) -> None:
+    """Check a model's config dataclass by its field names (see the rules above), recursively; the widths a
+    multi-head attention splits must divide by the heads. A ConfigError names the key."""
+    vals = {f.name: getattr(mcfg, f.name) for f in dataclasses.fields(mcfg)}
+    for k, v in vals.items():
+        key = f"{where}.{k}"
+        if dataclasses.is_dataclass(v):
+            check_model_config(v, key)
+        elif isinstance(v, bool) or isinstance(v, (str, tuple, list, dict)):
+            continue
+        elif k.endswith("depth") or k.endswith("layers"):
+            _check(key, v, "int", 0)
+        elif k.endswith("epochs"):
+            _check(key, v, "int", 1, none_ok=True)
+        elif k == "lr" or k.endswith("_lr"):
+            _check(key, v, "float", 0, lo_open=True, none_ok=True)
+        elif "dropout" in k:
+            _check(key, v, "float", 0, 1, hi_open=True, none_ok=True)
+        elif k.endswith("temperature") or k.endswith("scale"):
+            _check(key, v, "float", 0, lo_open=True)
+        elif k.startswith("lambda_") or k in ("alpha", "beta", "gamma", "sigma"):
+            _check(key, v, "float", 0)
+        elif any(w in k for w in _SIZE_WORDS) and (v is None or isinstance(v, int)):
+            _check(key, v, "int", 1, none_ok=v is None)
+    for width, heads in (("dim", "heads"), ("tiny_hidden", "tiny_heads"), ("dim", "hyper_dim_head")):
+        if "dim_head" in vals and width == "dim" and heads == "heads":
+            continue  # heads x dim_head need not equal dim
+        if isinstance(vals.get(width), int) and isinstance(vals.get(heads), int) and vals[heads] > 0 \
+                and vals[width] % vals[heads]:
+            raise ConfigError(f"{where}.{width}: expected a multiple of {heads} = {vals[heads]}, got {vals[width]}")
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -197,6 +349,8 @@ def config_hash(cfg: RunConfig) -> str:
         d["train"].pop(k, None)
     if not d["train"].get("track_test"):  # off (the default) leaves the hashes of existing runs unchanged
         d["train"].pop("track_test", None)
+    if d["data"].get("family") is None:  # likewise data.family unset (decided from the data)
+        d["data"].pop("family", None)
     return stable_hash(d)
 
 

@@ -88,14 +88,13 @@ def grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS) -> list[
 
 
 def infer_preset(data: str) -> str:
-    """``default`` for the embedded dataset; for a file, the dataset named in its path (mosei before mosi)."""
+    """``default`` for the embedded dataset; for a file, the dataset named in its path
+    (:func:`mmsa_core.data.mmsa.family_from_path`; the loader checks that guess against the data)."""
     if data == "synth":
         return "default"
-    low = str(data).lower()
-    for name in ("mosei", "mosi", "sims"):
-        if name in low:
-            return name
-    return "default"
+    from .data.mmsa import family_from_path
+
+    return family_from_path(data) or "default"
 
 
 def dataset_label(data: str, name: str | None = None, synth_shape: str = "small",
@@ -392,7 +391,7 @@ def add_arguments(p) -> None:
                    help="training seeds (default 1111 1112 1113)")
     p.add_argument("--epochs", type=int, help="override the number of epochs of every cell")
     p.add_argument("--data", default="synth",
-                   help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
+                   help="'synth' (embedded default) or the path of an MMSA pickle (read by a restricted unpickler)")
     p.add_argument("--name", help="dataset name in the records and the output folder (default: synth-<shape>, or "
                                   "mosi / mosei / sims when the file's path says so, else the file's stem)")
     p.add_argument("--preset", help=f"the <model>_<preset>.yaml presets to use ({', '.join(PRESETS)}; default: from the data)")

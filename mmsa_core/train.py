@@ -28,7 +28,7 @@ from . import missing
 from .config import TrainConfig
 from .data.mmsa import MMSADataset
 from .evaluate import autocast, evaluate
-from .utils import atomic_save, resolve_device
+from .utils import CheckpointError, atomic_save, load_checkpoint_file, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,10 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
 
 
 def _rng_state() -> dict:
-    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # plain values only (checkpoints are read with weights_only=True): NumPy's MT19937 key array becomes a list
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "numpy": [kind, key.tolist(), int(pos), int(has_gauss), float(gauss)],
+          "python": random.getstate()}
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -73,16 +76,19 @@ def _set_rng_state(st: dict) -> None:
     # .cpu(): last.pt is loaded with map_location=<the run's device>, which moves these ByteTensors to the GPU,
     # and torch / torch.cuda only accept RNG states as CPU ByteTensors
     torch.set_rng_state(st["torch"].cpu())
-    np.random.set_state(st["numpy"])
+    kind, key, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     random.setstate(st["python"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
 
 
 def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir, config_hash: str,
-        meta: dict | None = None, select_metric: str = "MAE") -> FitResult:
+        meta: dict | None = None, select_metric: str = "MAE", restart: bool = False) -> FitResult:
     """Train ``model`` on ``dataset`` and keep the best validation checkpoint; resume from ``out_dir/last.pt``
-    if a run with the same ``config_hash`` left one there."""
+    if a run with the same ``config_hash`` left one there (``restart``: ignore it and train from epoch 0). A
+    ``last.pt`` that cannot be read stops the run with a :class:`CheckpointError` that offers ``--restart``.
+    The caller holds the run folder's lock (:func:`mmsa_core.utils.run_folder_lock`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = dist.init(resolve_device(cfg.device))  # under torchrun: this rank's GPU, process group started
@@ -110,8 +116,14 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     lower = select_metric in LOWER_IS_BETTER
     best_score, best_epoch, start, history, resumed = (math.inf if lower else -math.inf), -1, 0, [], None
     last = out / "last.pt"
-    if last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
+    if last.exists() and not restart:
+        try:
+            ck = load_checkpoint_file(last, device)
+            missing_keys = {"config_hash", "model", "optimizer", "scheduler", "scaler", "rng", "epoch"} - set(ck)
+            if missing_keys:
+                raise CheckpointError(f"{last}: not a last.pt written by mmsa_core (no {sorted(missing_keys)})")
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}. Cannot resume: start this run over with --restart (or delete {last})") from e
         if ck["config_hash"] != config_hash:
             raise RuntimeError(
                 f"{last}: holds a run with config hash {ck['config_hash']}, this run's is {config_hash}; "
@@ -182,6 +194,6 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
                        f"valid {select_metric} {score:.4f}{'  *' if best_epoch == epoch else ''}")
     if best_epoch < 0:
         raise RuntimeError(f"{out}: no epoch was trained (epochs = {cfg.epochs})")
-    best = torch.load(out / "best.pt", map_location=device, weights_only=False)
+    best = load_checkpoint_file(out / "best.pt", device)
     model.load_state_dict(best["model"])
     return FitResult(best_epoch, best_score, history, time.perf_counter() - t0, resumed)
