@@ -90,12 +90,14 @@ def _set_rng_state(st: dict, device: torch.device | None = None) -> None:
             torch.cuda.set_rng_state(cuda.cpu(), i)
 
 
-def _compiled(module: torch.nn.Module, warm_up, what: str) -> torch.nn.Module:
+def _compiled(module: torch.nn.Module, warm_up, what: str, device: torch.device) -> torch.nn.Module:
     """``torch.compile(module)``, run once by ``warm_up(compiled)`` INSIDE the fallback: compilation is lazy, so a
-    compiler failure surfaces at the first call, not at torch.compile. Eager ``module`` if anything fails."""
+    compiler failure surfaces at the first call, not at torch.compile. The RNG streams are left as they were
+    (a compiled run draws the same dropout as an eager one). Eager ``module`` if anything fails."""
     try:
         compiled = torch.compile(module)
-        warm_up(compiled)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            warm_up(compiled)
         return compiled
     except Exception as e:  # noqa: BLE001 - any compiler failure falls back to eager mode
         log.warning("torch.compile failed for %s (%s: %s); %s runs in eager mode", what, type(e).__name__, e, what)
@@ -130,7 +132,7 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     eval_model = model
     if cfg.compile:  # evaluation compiled on its own (eval mode, no gradients): warmed up on 2 validation samples
         eval_model = _compiled(model, lambda m: predict(m, valid.take(torch.arange(min(2, len(valid)), device=device)),
-                                                        None, spec.unk_id, amp=amp), "evaluation")
+                                                        None, spec.unk_id, amp=amp), "evaluation", device)
 
     lower = select_metric in LOWER_IS_BETTER
     best_score, best_epoch, start, history, resumed = (math.inf if lower else -math.inf), -1, 0, [], None
@@ -181,13 +183,12 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
                     compile_pending = False
 
                     def warm_up(m, batch=batch):
-                        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                            with autocast(device, amp):
-                                res = m(batch)
-                            (sum(res.losses.values()) * 0.0).backward()
+                        with autocast(device, amp):
+                            res = m(batch)
+                        (sum(res.losses.values()) * 0.0).backward()
                         opt.zero_grad(set_to_none=True)
 
-                    step_model = _compiled(step_model, warm_up, "training")
+                    step_model = _compiled(step_model, warm_up, "training", device)
                 with autocast(device, amp):
                     res = step_model(batch)
                 loss = sum(res.losses.values())
