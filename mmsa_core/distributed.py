@@ -82,10 +82,12 @@ def all_close_across_ranks(t: torch.Tensor) -> bool:
 
 def all_sum(values: dict) -> dict[str, float]:
     """Sum a dict of numbers (floats or 0-d tensors, e.g. loss sums kept on the device) over ranks; every rank
-    gets the totals as floats. With one process, the dict's values as floats."""
-    if not values:
+    gets the totals as floats. The ranks' keys may differ (a loss term no batch of a rank had): the union is
+    summed, a missing key counting 0. With one process, the dict's values as floats."""
+    keys = sorted(set().union(*all_gather(sorted(values)))) if world_size() > 1 else sorted(values)
+    if not keys:
         return {}
-    keys = sorted(values)
+    values = {k: values.get(k, 0.0) for k in keys}
     dev = next((v.device for v in values.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
     if world_size() > 1 and dist.get_backend() == "nccl":
         dev = torch.device("cuda", torch.cuda.current_device())
