@@ -319,7 +319,7 @@ def _syncs_per_step(ds, tmp_path, name, **mcfg):
 @pytest.mark.parametrize("name, bound", [("baseline", 0), ("lnln", 0)])
 def test_syncs_per_training_step(tiny, tmp_path, restore_torch_globals, name, bound):
     """Counted by mmsa_core.syncs: no .item()/.cpu()/float()/mask indexing or host->device copy in mmsa_core's
-    code of a baseline or LNLN step (the plan is on the device, losses are summed there). Before: 9 and 14."""
+    code of a baseline or LNLN step (the plan is on the device, losses are summed there). Before: 9 and 13."""
     c = _syncs_per_step(tiny, tmp_path, name)
     assert c.steps == 3  # 9 samples in batches of 4
     assert c.per_step() <= bound, c.lines.most_common()
