@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import emit, environment, peak_memory_mb, time_it  # noqa: E402
 from mmsa_core import missing  # noqa: E402
 from mmsa_core.data.mmsa import Batch  # noqa: E402
-from mmsa_core.evaluate import autocast  # noqa: E402
+from mmsa_core.evaluate import amp_dtype, autocast  # noqa: E402
 from mmsa_core.models.layers import Attention  # noqa: E402
 from mmsa_core.models.lnln import LNLN, PAPER_SPECS, lnln_preset  # noqa: E402
 from mmsa_core.models.text import TextEncoderConfig  # noqa: E402
@@ -124,7 +124,7 @@ def child(a) -> dict:
     batch = mosi_batch(a.batch, device)
     amp = device.type == "cuda" and not a.no_amp
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype(device) == torch.float16)  # as the trainer
 
     def train_step():
         model.train()

@@ -81,7 +81,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_frac: float = 0.1  # linear warm-up over this fraction of the optimiser steps, then cosine to 0
     grad_clip: float | None = None
-    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a scaler); ignored on CPU
+    amp: bool = True  # mixed precision on CUDA (native bf16 where supported, else fp16 with a scaler); not on CPU
+    # "auto" (as ``amp`` says), or force "bf16" / "fp16" (also on the CPU: fp16 with a GradScaler) or "fp32".
+    # Like ``device``, not part of the config hash: a run may resume in another precision (or on another machine)
+    amp_dtype: str = "auto"
     compile: bool = False  # torch.compile the model (falls back to eager if compilation fails)
     seed: int = 1111
     protocol: str = "A"  # missing-data protocol used in training: "A" (token/frame) or "B" (whole modality)
@@ -345,7 +348,7 @@ def check_model_config(mcfg, where: str) -> None:
 def config_hash(cfg: RunConfig) -> str:
     """Hash of everything that changes the results (not where they go, nor progress bars or the device)."""
     d = asdict(cfg)
-    for k in ("out_dir", "progress", "device", "eval_batch_size"):
+    for k in ("out_dir", "progress", "device", "eval_batch_size", "amp_dtype"):
         d["train"].pop(k, None)
     if not d["train"].get("track_test"):  # off (the default) leaves the hashes of existing runs unchanged
         d["train"].pop("track_test", None)

@@ -21,7 +21,7 @@ from .config import (ConfigError, DataConfig, RunConfig, check_model_config, che
                      to_yaml)
 from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
-from .evaluate import sweep
+from .evaluate import amp_dtype, model_inputs, sweep
 from .models import build_model, get_model_class
 from .models.common import Stage
 from .distributed import is_main
@@ -111,8 +111,10 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
         if old != h:
             raise RuntimeError(f"{out}: holds a run with config hash {old}, this run's is {h}; use another --out "
                                "folder (or delete that one) to start afresh")
-    if is_main():
-        (out / "config.yaml").write_text(to_yaml(cfg))
+    if is_main():  # rank 0 alone (also before the process group starts), atomically: another rank may read it
+        tmp = out / "config.yaml.tmp"
+        tmp.write_text(to_yaml(cfg))
+        tmp.replace(out / "config.yaml")
     meta = {"model_name": cfg.model, "model_config": asdict(mcfg), "data_spec": asdict(ds.spec), "config_hash": h}
     t0 = time.perf_counter()
     stages = model.stages(t) if hasattr(model, "stages") else [Stage("main")]
@@ -127,15 +129,16 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
     if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
         return pd.DataFrame()
     device = next(model.parameters()).device  # under torchrun, this rank's device
-    test = ds["test"].data.to(device)
-    amp = t.amp and device.type == "cuda"
+    test = model_inputs(ds["test"].data, model, device)
+    amp = amp_dtype(device, t.amp, t.amp_dtype)
     if len(stages) > 1:  # the last stage's selected checkpoint is the run's
         import shutil
 
         shutil.copyfile(out / stages[-1].name / "best.pt", out / "best.pt")
-    records = []
-    for proto in ("A", "B"):  # every model is tested under both protocols; "train_protocol" says how it was trained
-        records += sweep(model, test, ds.spec, proto, t.eval_seed, "test", batch_size=t.eval_batch_size, amp=amp)
+    # every model is tested under both protocols ("train_protocol" says how it was trained), in one sweep so that
+    # the passes the two share (the complete input) run once; compiled for evaluation when train.compile says so
+    net = res.eval_model or model
+    records = sweep(net, test, ds.spec, ("A", "B"), t.eval_seed, "test", batch_size=t.eval_batch_size, amp=amp)
     df = pd.DataFrame(records)
     prov = provenance(cfg, ds, device, wall_s=round(time.perf_counter() - t0, 2), best_epoch=res.best_epoch,
                       resumed_from=res.resumed_from)

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.mmsa import Batch, DataSpec
-from .common import ModelOutput, sentiment_loss
+from .common import ModelOutput, fp32_head, sentiment_loss
 from .layers import CrossTransformer, SummaryTransformer, Transformer, grad_reverse
 from .text import TextEncoder, TextEncoderConfig
 
@@ -263,7 +263,7 @@ class DMML(nn.Module):
             attn_a.append(w_a)
             attn_v.append(w_v)
         fused = self.fusion(hyper, states[-1])  # (B, 1 + T, d): source = hyper-modality, target = language
-        pred = self.head(fused[:, 1:].mean(1)).squeeze(-1)  # (B,)
+        pred = fp32_head(self.head, fused[:, 1:].mean(1)).squeeze(-1)  # (B,) fp32 also under autocast
         return pred, torch.stack(attn_a, 1), torch.stack(attn_v, 1)  # (B,), (B, depth+1, T, T) x 2
 
 
@@ -358,7 +358,7 @@ class LNLN(nn.Module):
             if self.use_adversarial and with_complete:
                 h_adv = mix(h_p_rev) if cfg.grl_only_discriminator else h_d  # the same values as h_d
                 logits = self.discriminator(torch.cat([h_adv, c_l]))  # (2B, T, 2): corrected, then complete
-                labels = torch.cat([torch.ones(B, cfg.n_tokens), torch.zeros(B, cfg.n_tokens)]).long().to(h_d.device)
+                labels = (torch.arange(2 * B, device=h_d.device) < B).long()[:, None].expand(-1, cfg.n_tokens)  # (2B, T)
                 losses["adversarial"] = cfg.beta * F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
                 correct = (logits.argmax(-1) == labels).float().mean(1)  # (2B,)
                 extras["disc_acc"] = ((correct[:B] + correct[B:]) / 2).detach()  # (B,)
