@@ -11,7 +11,7 @@ import torch
 
 from .. import missing
 from ..experiment import load_checkpoint
-from ..utils import set_seed
+from ..utils import load_checkpoint_file, set_seed
 from .runs import TrainedRun, model_device, preserved_rng, trained
 from .tables import PERCENT_PREFIXES, acc2_name
 
@@ -52,7 +52,7 @@ def stage_history(run: TrainedRun, metric: str = "MAE") -> pd.DataFrame:
     ``run.history`` holds the last stage only; the first stage's log is read from its ``last.pt``."""
     parts = []
     for stage in ("pretrain", "adapt"):
-        ck = torch.load(run.dir / stage / "last.pt", map_location="cpu", weights_only=False)
+        ck = load_checkpoint_file(run.dir / stage / "last.pt")
         h = pd.DataFrame(ck["history"])
         parts.append(pd.DataFrame({"stage": "1: pretrain (complete data)" if stage == "pretrain" else
                                    "2: adapt (protocol B)", f"valid {metric}": h[f"valid_{metric}"].astype(float).round(4)}))
@@ -91,8 +91,8 @@ def same_pretrained_backbone(a: TrainedRun, b: TrainedRun) -> bool:
     stage 1 does not train, are not compared: their initial values depend on which modules a variant builds."""
     from ..models.promma import BACKBONE
 
-    sa = torch.load(a.dir / "pretrain" / "best.pt", map_location="cpu", weights_only=False)["model"]
-    sb = torch.load(b.dir / "pretrain" / "best.pt", map_location="cpu", weights_only=False)["model"]
+    sa = load_checkpoint_file(a.dir / "pretrain" / "best.pt")["model"]
+    sb = load_checkpoint_file(b.dir / "pretrain" / "best.pt")["model"]
     shared = [k for k in sa if k.split(".")[0] in BACKBONE] + [k for k in sb if k.split(".")[0] in BACKBONE]
     shared = list(dict.fromkeys(shared))
     if any(k not in sa or k not in sb for k in shared):
