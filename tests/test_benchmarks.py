@@ -83,3 +83,33 @@ def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
         assert r[k] > 0 and k in r["targets"]
     assert r["speedup_train_vs_straightforward"] is None  # not measured in this run: no number
     assert any("scaled_dot_product" in k for k in r["sdpa_backend"]["train"] + r["sdpa_backend"]["eval"])
+
+
+def test_gpu_check_dry_run_on_the_cpu(tmp_path, mmsa_cache_dir):
+    """``benchmarks/gpu_check.py --device cpu --dry-run``: every section runs (tiny sizes) and the JSON says so."""
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--dry-run", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(mmsa_cache_dir), timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    s = r["sections"]
+    assert r["benchmark"] == "gpu_check" and r["dry_run"]
+    assert {k: v["ok"] for k, v in s.items()} == {k: True for k in ("amp", "text_encoder", "steps", "ddp", "lnln_mosi")}, \
+        {k: v.get("error") for k, v in s.items()}
+    from mmsa_core.models import model_names
+
+    assert set(s["amp"]) - {"ok", "section_s"} == set(model_names())
+    for m in model_names():  # bf16 rounding: close to fp32, not equal
+        assert 0 < s["amp"][m]["max_abs_diff"] < 0.1, (m, s["amp"][m])
+    assert s["text_encoder"]["flops_per_pass"] > 0 and s["text_encoder"]["fraction_of_peak"] is None  # no CPU peak
+    assert "error" not in s["steps"]["lnln"] and "error" not in s["steps"]["promma"], s["steps"]
+    assert s["ddp"]["skipped"].startswith("0 CUDA device")
+    t = s["lnln_mosi"]
+    assert t["epochs_timed"] == 1 and t["projected_200_epochs_h"] == pytest.approx(200 * t["seconds_per_epoch"] / 3600)
+
+
+def test_gpu_peak_table():
+    import gpu_check
+
+    assert gpu_check.peak_tflops("NVIDIA H200") == 989.4 and gpu_check.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu_check.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and gpu_check.peak_tflops("Quadro K600") is None
