@@ -22,7 +22,7 @@ Sections, in order (each records its figures or its error, and the time it took)
    then as many epochs as the remaining budget allows; time per epoch (training + validation, as the trainer runs
    them), the projected 200-epoch time, and the peak GPU memory.
 
-Output: ``--out`` (default ``benchmarks/results/gpu-check-<cpu|cuda>.json``).
+Output: ``--out`` (default ``benchmarks/results/gpu-check-<cpu|cuda>.json``; with ``--dry-run`` a temporary folder).
 """
 
 from __future__ import annotations
@@ -265,7 +265,12 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results_dir = HERE / "results"
-    path = Path(a.out) if a.out else results_dir / f"gpu-check-{device.type}.json"
+    if a.out:
+        path = Path(a.out)
+    elif a.dry_run:  # never next to the measured files
+        path = Path(tempfile.mkdtemp(prefix="gpu-check-")) / "gpu-check-dry-run.json"
+    else:
+        path = results_dir / f"gpu-check-{device.type}.json"
     report = {"benchmark": "gpu_check", "dry_run": a.dry_run, "budget_s": a.budget_s, **environment(device),
               "devices_visible": torch.cuda.device_count() if device.type == "cuda" else 0, "sections": {}}
 

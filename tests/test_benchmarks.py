@@ -79,10 +79,23 @@ def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
         assert e["train"]["batches_per_epoch"] == 75 and e["eval"]["batches_per_epoch"] == 50
         assert e["train"]["epoch_s"] == pytest.approx(600 / e["train"]["samples_per_s"])
         assert r[v]["peak_memory_mb"] > 0
-    for k in ("speedup_train_vs_authors", "speedup_eval_vs_authors", "memory_ratio_vs_authors"):
+    for k in ("speedup_train_vs_authors", "speedup_eval_vs_authors", "memory_ratio_vs_authors", "eval_vs_train_per_sample"):
         assert r[k] > 0 and k in r["targets"]
     assert r["speedup_train_vs_straightforward"] is None  # not measured in this run: no number
     assert any("scaled_dot_product" in k for k in r["sdpa_backend"]["train"] + r["sdpa_backend"]["eval"])
+    # the appendix's views read these figures back
+    import bench_tables
+
+    ratios = bench_tables.lnln_ratios([("lnln.json", r)]).set_index("key")
+    assert set(bench_tables.RATIOS) & set(ratios.index) >= set(r["targets"])
+    for k in r["targets"]:
+        assert ratios.loc[k, "measured"] == round(r[k], 3) and ratios.loc[k, "quick (extrapolated)"]
+        ceiling = bench_tables.is_ceiling(k)
+        assert ratios.loc[k, "met"] == (r[k] <= r["targets"][k] if ceiling else r[k] >= r["targets"][k])
+    epochs = bench_tables.lnln_epochs([("lnln.json", r)])
+    assert list(epochs.index.get_level_values("variant")) == ["authors", "ours"]
+    assert epochs.loc[("lnln.json", "ours"), "batches timed"] == "2/75"
+    assert bench_tables.lnln_ratios([("old.json", {"benchmark": "lnln_step"})]).empty  # a file without the authors
 
 
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, mmsa_cache_dir):
