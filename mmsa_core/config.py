@@ -91,6 +91,7 @@ class TrainConfig:
     train_level: float | None = None  # A: None = per-sample random rates; B: eta (default 0.7)
     select_level: float | None = None  # validation corruption for model selection (default 0.5 for A, 0.7 for B)
     track_test: bool = False  # also score the TEST split each epoch at select_level (history only, never selects)
+    group_by_length: bool = False  # batches of samples of similar length (train.group_by_length; seeded per epoch)
     eval_seed: int = 0  # seed of the test corruption: the same for every model and training seed
     eval_batch_size: int = 256
     device: str = "auto"
@@ -350,8 +351,9 @@ def config_hash(cfg: RunConfig) -> str:
     d = asdict(cfg)
     for k in ("out_dir", "progress", "device", "eval_batch_size", "amp_dtype"):
         d["train"].pop(k, None)
-    if not d["train"].get("track_test"):  # off (the default) leaves the hashes of existing runs unchanged
-        d["train"].pop("track_test", None)
+    for k in ("track_test", "group_by_length"):  # off (the default) leaves the hashes of existing runs unchanged
+        if not d["train"].get(k):
+            d["train"].pop(k, None)
     if d["data"].get("family") is None:  # likewise data.family unset (decided from the data)
         d["data"].pop("family", None)
     return stable_hash(d)

@@ -211,31 +211,67 @@ def _shown_path(p: Path) -> str:
         return str(p)
 
 
-def _run_cells(cells, configs_, states, res, status, quiet, label) -> None:
+def grid_lock(out: str | Path, name: str):
+    """The lock file ``<out>/runs/.grid-locks/<name>.lock`` (``filelock``: an OS lock, freed when its process dies)."""
+    from filelock import FileLock
+
+    d = Path(out) / "runs" / ".grid-locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return FileLock(d / f"{name}.lock")
+
+
+def _run_cells(cells, configs_, states, res, status, quiet, label, out) -> None:
+    """Run the unfinished cells. Several processes may share one grid (``reproduce`` once per GPU, or on machines
+    sharing ``out``): each takes the next cell whose lock is free, holds it while the cell runs, and re-reads the
+    cell's state under it; cells locked by others are waited for at the end, so a cell whose process was killed
+    is resumed from its ``last.pt`` by a survivor. Nothing runs twice; every process ends with the whole grid."""
+    from filelock import Timeout
     from tqdm import tqdm
 
     from .experiment import load_dataset, run
 
     datasets: dict[str, object] = {}
-    bar = tqdm(cells, desc=f"grid {label}", unit="cell", disable=quiet)
-    for c in bar:
-        cfg, pfile = configs_[c]
-        bar.set_postfix_str(c.name)
-        if states[c] == "finished":
-            log.info("skip %s: finished (config hash %s)", c.name, config_hash(cfg))
-            res.skipped.append(c.name)
-            status[c.name] = "skipped"
-            continue
-        key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
-        if key not in datasets:
-            datasets.clear()  # one dataset in memory at a time
-            datasets[key] = load_dataset(cfg.data)
-        log.info("%s %s with %s", "resume" if states[c] == "partial" else "run", c.name,
-                 _shown_path(pfile) if pfile else "the model's defaults (no preset file)")
-        t0 = time.perf_counter()
-        run(cfg, datasets[key])
-        (res.resumed if states[c] == "partial" else res.ran).append(c.name)
-        status[c.name] = f"{'resumed' if states[c] == 'partial' else 'ran'} in {time.perf_counter() - t0:.1f} s"
+    bar = tqdm(total=len(cells), desc=f"grid {label}", unit="cell", disable=quiet)
+    pending, wait = list(cells), False
+    while pending:
+        taken = []  # cells another process holds: waited for in the next round
+        for c in pending:
+            cfg, pfile = configs_[c]
+            bar.set_postfix_str(c.name)
+            if states[c] == "finished":
+                log.info("skip %s: finished (config hash %s)", c.name, config_hash(cfg))
+                res.skipped.append(c.name)
+                status[c.name] = "skipped"
+                bar.update()
+                continue
+            lock = grid_lock(out, c.name)
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                taken.append(c)
+                continue
+            try:
+                state = cell_state(cfg)  # another process may have finished or started it since
+                if state == "finished":
+                    log.info("skip %s: finished by another process", c.name)
+                    status[c.name] = "finished by another process"
+                    bar.update()
+                    continue
+                key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
+                if key not in datasets:
+                    datasets.clear()  # one dataset in memory at a time
+                    datasets[key] = load_dataset(cfg.data)
+                log.info("%s %s with %s", "resume" if state == "partial" else "run", c.name,
+                         _shown_path(pfile) if pfile else "the model's defaults (no preset file)")
+                t0 = time.perf_counter()
+                run(cfg, datasets[key])
+                (res.resumed if state == "partial" else res.ran).append(c.name)
+                status[c.name] = f"{'resumed' if state == 'partial' else 'ran'} in {time.perf_counter() - t0:.1f} s"
+                bar.update()
+            finally:
+                lock.release()
+        pending, wait = taken, True
+    bar.close()
 
 
 def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data: str = "synth",
@@ -269,7 +305,9 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
     res = GridResult(out, pd.DataFrame(), {})
     status: dict[str, str] = {}
     with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
-        _run_cells(cells, configs_, states, res, status, quiet, label)
+        _run_cells(cells, configs_, states, res, status, quiet, label, out)
+    writing = grid_lock(out, "collect")  # processes sharing the grid write the files below one at a time
+    writing.acquire()
     res.records = collect(out)
     if data == "synth":  # the testbed knows its Bayes-optimal prediction: one more row, "oracle"
         from . import oracle
@@ -298,6 +336,7 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
         "records": res.records_path.name, "n_records": len(res.records), "cells": prov_cells,
     }
     (out / "provenance.json").write_text(json.dumps(res.provenance, indent=2, default=str))
+    writing.release()
     extra = [d for d in prov_cells if d not in status]
     if extra:
         log.info("records.csv also holds %d finished cell(s) outside this grid: %s", len(extra), extra)

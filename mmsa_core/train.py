@@ -68,6 +68,29 @@ def warmup_cosine(total_steps: int, warmup_frac: float):
     return f
 
 
+def group_by_length(order: torch.Tensor, data, batch_size: int, generator: torch.Generator,
+                    chunk_batches: int = 50) -> torch.Tensor:
+    """``order`` (N,) rearranged so that each batch holds samples of similar length (``train.group_by_length``).
+
+    The shuffled order is cut into chunks of ``chunk_batches`` batches; each chunk is sorted by length (text
+    tokens first, the text encoder being the largest cost when there is one; ties by audio + vision frames) and
+    cut into batches; the full batches are then shuffled with ``generator`` and any short last batch stays last.
+    A model that cuts its inputs to the longest valid length in the batch (LNLN's ``trim_padding``) then does
+    less work; the batches are still random from epoch to epoch, but not i.i.d. draws. Same seed, same order."""
+    key = data.text_mask.sum(1).long() * (data.audio_mask.shape[1] + data.vision_mask.shape[1] + 1) \
+        + data.audio_mask.sum(1) + data.vision_mask.sum(1)  # (N,) lexicographic (text, audio + vision)
+    key = key[order.to(key.device)].cpu()
+    pieces = []
+    for c in range(0, len(order), chunk_batches * batch_size):
+        chunk = torch.arange(c, min(c + chunk_batches * batch_size, len(order)))
+        pieces.append(chunk[torch.sort(key[chunk], stable=True).indices])
+    batches = list(torch.cat(pieces).split(batch_size))
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [b for b in batches if len(b) != batch_size]
+    perm = torch.randperm(len(full), generator=generator).tolist()
+    return order[torch.cat([full[i] for i in perm] + rest).to(order.device)]
+
+
 def _rng_state(device: torch.device | None = None) -> dict:
     """This process's RNG states; on CUDA only its own GPU's (a resume may see fewer GPUs). Plain values only
     (checkpoints are read with weights_only=True): NumPy's MT19937 key array becomes a list."""
@@ -181,6 +204,8 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
         model.train()
         plan = missing.draw(cfg.protocol, train, cfg.train_level, cfg.seed, epoch, "train").to(device)  # once per epoch
         order = torch.randperm(len(train), generator=missing.generator("order", cfg.seed, epoch)).to(device)
+        if cfg.group_by_length:
+            order = group_by_length(order, train, cfg.batch_size, missing.generator("group", cfg.seed, epoch))
         sums: dict[str, torch.Tensor] = {}  # loss sums on the device (float64), read once per epoch
         bad = torch.full((), -1, dtype=torch.long, device=device)  # first batch with a non-finite loss
         bad_loss = torch.zeros((), device=device)
