@@ -4,7 +4,6 @@ modality carries on its own (a linear probe), and what the missing-data protocol
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 
 from .. import metrics as M
 from .. import missing
-from ..data.mmsa import MMSADataset
+from ..data.mmsa import MMSADataset, read_pickle
 from .tables import headline_metrics, percent_rounded
 
 
@@ -59,8 +58,7 @@ def format_table(data: MMSADataset, split: str = "train", max_bytes: int = 1 << 
     path = Path(data.path)
     if path.stat().st_size > max_bytes:
         return _loaded_table(data, split)
-    with open(path, "rb") as f:
-        raw = pickle.load(f)[split]
+    raw = read_pickle(path)[split]
     rows = []
     for k, v in raw.items():
         a = np.asarray(v)

@@ -35,10 +35,10 @@ import pandas as pd
 import torch
 
 from ..config import DataConfig, RunConfig, config_dirs, config_hash, load_config, preset_file
-from ..data.mmsa import MMSADataset
+from ..data.mmsa import MMSADataset, family_from_path
 from ..experiment import load_checkpoint, load_dataset, run
 from ..records import last_stage
-from ..utils import resolve_device, set_seed, stable_hash
+from ..utils import file_lock, resolve_device, set_seed, stable_hash
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +75,29 @@ _DATA: dict[tuple, MMSADataset] = {}
 
 
 def data_config(dataset: str = "synth", full: bool = False) -> DataConfig:
-    """``"synth"``: the embedded default (``full=True``: its CMU-MOSI-sized variant); else the path of an MMSA
-    pickle, named after the dataset its path names (``mosi``, ``mosei``, ``sims``) or else after the file."""
-    if str(dataset) == "synth":
-        return DataConfig(dataset="synth", synth_shape="mosi" if full else "small")
+    """``"synth"`` (the embedded testbed, variant redundant) or ``"synth:<variant>"`` (e.g. ``synth:complementary``;
+    ``full=True``: CMU-MOSI sizes); else the path of an MMSA pickle, named after the dataset its path names
+    (``mosi``, ``mosei``, ``sims``) or else after the file."""
+    if is_synth(dataset):
+        variant = str(dataset).partition(":")[2] or DataConfig.synth_variant
+        return DataConfig(dataset="synth", synth_shape="mosi" if full else "small", synth_variant=variant)
     p = Path(dataset).expanduser()
     return DataConfig(dataset=str(p), name=dataset_family(p) or p.stem)
 
 
+def is_synth(dataset) -> bool:
+    """Whether a chapter's ``dataset`` names the embedded testbed (``"synth"`` or ``"synth:<variant>"``)."""
+    return str(dataset) == "synth" or str(dataset).startswith("synth:")
+
+
 def load(dataset: str = "synth", full: bool = False) -> MMSADataset:
-    """The dataset of a chapter, loaded once per kernel (pickles run code when loaded: trusted files only)."""
+    """The dataset of a chapter, loaded once per kernel (feature pickles are read by a restricted unpickler)."""
     cfg = data_config(dataset, full)
     key = (cfg.dataset, cfg.synth_shape)
     if cfg.dataset == "synth":
         from ..data import synth
 
-        key += (str(synth.default_path(cfg.synth_shape, cfg.synth_seed)),)
+        key += (str(synth.default_path(cfg.synth_shape, cfg.synth_seed, cfg.synth_variant)),)
     else:
         p = Path(cfg.dataset)
         key += (p.stat().st_mtime_ns,) if p.exists() else ()
@@ -100,12 +107,9 @@ def load(dataset: str = "synth", full: bool = False) -> MMSADataset:
 
 
 def dataset_family(dataset: str) -> str | None:
-    """``"mosei"``, ``"mosi"`` or ``"sims"`` when the path names one of them, else None."""
-    s = str(dataset).lower()
-    for fam in ("mosei", "mosi", "sims"):
-        if fam in s:
-            return fam
-    return None
+    """``"mosei"``, ``"mosi"`` or ``"sims"`` when the path names one of them, else None (a guess from the path, for
+    names and presets: the loaded data decide the metrics, see :func:`mmsa_core.data.mmsa.family_from_path`)."""
+    return family_from_path(dataset)
 
 
 # --------------------------------------------------------------------------------------------- presets
@@ -113,7 +117,7 @@ def preset_name(dataset: str = "synth", full: bool = False) -> str:
     """Which preset a run starts from: ``default`` (sized for the embedded data on a CPU) for the embedded data,
     ``mosi`` for its CMU-MOSI-sized variant (``full=True``), and for a real file the dataset named in its path
     (``mosi``, ``mosei``, ``sims``), else ``default``."""
-    if str(dataset) == "synth":
+    if is_synth(dataset):
         return "mosi" if full else "default"
     return dataset_family(dataset) or "default"
 
@@ -122,7 +126,7 @@ def preset_path(model: str, dataset: str = "synth", full: bool = False) -> Path 
     """The preset ``<model>_<preset>.yaml`` (see :func:`preset_name`, :func:`mmsa_core.config.preset_file`); for a
     real file whose dataset has no preset, ``<model>_default.yaml``; None when there is none (the model's own
     defaults are used)."""
-    real = str(dataset) != "synth"
+    real = not is_synth(dataset)
     presets = [preset_name(dataset, full)]
     if real and presets[0] != "default":
         presets.append("default")
@@ -223,23 +227,10 @@ def code_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
-@contextlib.contextmanager
 def run_lock(path):
-    """Hold an exclusive lock on the file ``path`` (created if needed) for the duration of the block; another
-    process (or thread) asking for the same lock waits. Without ``fcntl`` (Windows) the block runs unlocked."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    """Hold an exclusive lock on the file ``path`` for the duration of the block; another process (or thread) asking
+    for the same lock waits. The project's one lock mechanism (:func:`mmsa_core.utils.file_lock`)."""
+    return file_lock(path)
 
 
 @contextlib.contextmanager
@@ -310,7 +301,7 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
     folder = run_dir(cfg, ds, cache_dir)
     cfg.train.out_dir = str(folder)
     code = code_fingerprint()
-    small = str(dataset) == "synth" and not full
+    small = is_synth(dataset) and not full
     needed = ("best.pt", "results.csv", "history.csv")
     with preserved_rng(), run_lock(folder.parent / f"{folder.name}.lock"):
         info = read_json(folder / "book.json")
