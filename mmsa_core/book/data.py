@@ -43,7 +43,7 @@ KEY_MEANINGS = {
     "vision_lengths": "number of valid vision frames",
     "regression_labels": "sentiment score",
     "classification_labels": "sentiment class",
-    "conflicting": "embedded data only: audio and vision contradict the words",
+    "conflicting": "embedded data only: voice and face contradict the words (the truth file has more)",
     "regression_labels_T": "text-only label (CH-SIMS)",
     "regression_labels_A": "audio-only label (CH-SIMS)",
     "regression_labels_V": "vision-only label (CH-SIMS)",
@@ -164,7 +164,7 @@ def _token(i: int) -> str:
         for w, v in (*lx.NEGATIONS.items(), *lx.NEUTRAL.items()):
             _VOCAB[v] = w
         try:
-            from ..models.text import minilm_path
+            from ..pretrained import minilm_path
 
             extra = (minilm_path() / "vocab.txt").read_text(encoding="utf-8").splitlines()
             for k, w in enumerate(extra):

@@ -15,10 +15,12 @@ import pandas as pd
 from .runs import PACKAGE, preserved_rng, read_json
 from .tables import PERCENT_PREFIXES, acc2_name, at_rates, headline_metrics, percent_rounded
 
-# The committed grid of the embedded default (records.csv, histories.csv, provenance.json: package data). It is
-# written by `python -m mmsa_core reproduce --set train.threads=1 --out mmsa_core/reference/synth-small`; the
+# The committed grids of the embedded testbed, one per variant (records.csv, histories.csv, provenance.json and
+# mechanisms.json: package data). Each is written by `python -m mmsa_core reproduce --set train.threads=1
+# --set data.synth_variant=<variant> --out mmsa_core/reference/synth-small-<variant>` (and `mechanisms`); the
 # cells' runs/ folder that this leaves beside them stays out of git and out of the wheel.
-REFERENCE_GRID = PACKAGE / "reference" / "synth-small"
+REFERENCE_GRIDS = {v: PACKAGE / "reference" / f"synth-small-{v}" for v in ("redundant", "complementary")}
+REFERENCE_GRID = REFERENCE_GRIDS["redundant"]  # the default variant's
 
 
 # -------------------------------------------------------------------------- reading a grid (chapters 8 and 9)
@@ -38,8 +40,13 @@ class Reference:
 
 
 def reference_dir(results: str | Path | None = None) -> Path:
-    """``results`` if given, else the committed grid of the embedded default, :data:`REFERENCE_GRID`."""
-    return Path(results).expanduser() if results is not None else REFERENCE_GRID
+    """A results folder; a testbed variant's name (``"redundant"``, ``"complementary"``) for its committed grid
+    (:data:`REFERENCE_GRIDS`); None for the default variant's, :data:`REFERENCE_GRID`."""
+    if results is None:
+        return REFERENCE_GRID
+    if str(results) in REFERENCE_GRIDS:
+        return REFERENCE_GRIDS[str(results)]
+    return Path(results).expanduser()
 
 
 def reference(results: str | Path | None = None) -> Reference:
@@ -133,5 +140,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["REFERENCE_GRID", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]

