@@ -64,6 +64,7 @@ def test_quick_mode_times_full_batches_spread_over_the_epochs_cost():
     assert len(bench_lnln.pick(batches, 50, cost)) == 10
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
     out = tmp_path / "lnln.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_lnln.py"), "--shape", "small", "--encoder", "tiny", "--quick",
@@ -98,6 +99,7 @@ def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
     assert bench_tables.lnln_ratios([("old.json", {"benchmark": "lnln_step"})]).empty  # a file without the authors
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_the_cpu(tmp_path, mmsa_cache_dir):
     """``benchmarks/gpu_check.py --device cpu --dry-run``: every section runs (tiny sizes) and the JSON says so."""
     out = tmp_path / "gpu.json"

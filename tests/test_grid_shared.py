@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from conftest import REPO, cli_env
 from mmsa_core import reproduce
@@ -36,6 +37,7 @@ def counts(stdout: str) -> dict:
     return dict(zip(("ran", "resumed", "skipped"), map(int, m.groups())))
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_grid_and_run_each_cell_once(tmp_path, mmsa_cache_dir):
     data, out, env = small_data(tmp_path), tmp_path / "grid", cli_env(mmsa_cache_dir)
     procs = [subprocess.Popen(grid_cmd(data, out), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -56,6 +58,7 @@ def test_two_processes_share_a_grid_and_run_each_cell_once(tmp_path, mmsa_cache_
         lock.release()
 
 
+@pytest.mark.slow
 def test_a_killed_process_loses_nothing(tmp_path, mmsa_cache_dir):
     """Kill the first process in the middle of a cell; a second process resumes that cell and runs the rest."""
     data, out, env = small_data(tmp_path), tmp_path / "grid", cli_env(mmsa_cache_dir)

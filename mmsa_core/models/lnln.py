@@ -322,6 +322,7 @@ class LNLN(nn.Module):
         super().__init__()
         self.cfg, self.spec = cfg, spec
         self.introspect = False
+        self._warned_bf16 = False  # cpu_bf16 on a CPU without native bf16: warned once
         self.text_encoder = TextEncoder(cfg.text, spec.text_dim)
         self.embed_text = UnimodalEmbedding(self.text_encoder.out_dim, spec.text_len, cfg)
         self.embed_audio = UnimodalEmbedding(spec.audio_dim, spec.audio_len, cfg)
@@ -406,7 +407,7 @@ class LNLN(nn.Module):
         if not (self.cfg.cpu_bf16 and batch.labels.device.type == "cpu"):
             return self.compute(batch)
         if not cpu_has_native_bf16():
-            if not getattr(self, "_warned_bf16", False):
+            if not self._warned_bf16:
                 log.warning("LNLN cpu_bf16: this CPU has no native bf16 (AVX512-BF16 / AMX); running in fp32")
                 self._warned_bf16 = True
             return self.compute(batch)
