@@ -85,7 +85,7 @@ def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
     assert r["speedup_train_vs_straightforward"] is None  # not measured in this run: no number
     assert any("scaled_dot_product" in k for k in r["sdpa_backend"]["train"] + r["sdpa_backend"]["eval"])
     # the appendix's views read these figures back
-    import bench_tables
+    from mmsa_core.book import benchmarks as bench_tables
 
     ratios = bench_tables.lnln_ratios([("lnln.json", r)]).set_index("key")
     assert set(bench_tables.RATIOS) & set(ratios.index) >= set(r["targets"])

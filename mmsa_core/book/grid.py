@@ -116,6 +116,28 @@ def optimism(ref: Reference, metrics=("MAE",)) -> pd.DataFrame:
     return mean[list(metrics)].reset_index()
 
 
+def mechanisms(results: str | Path | None = None) -> dict:
+    """The grid's ``mechanisms.json`` (:mod:`mmsa_core.mechanisms`): ``results`` as for :func:`reference_dir`."""
+    from ..mechanisms import read
+
+    return read(reference_dir(results) / "mechanisms.json")
+
+
+def mechanism_table(key: str, names: dict[str, str] | None = None, variants=("redundant", "complementary"),
+                    digits: int = 3) -> pd.DataFrame:
+    """One mechanism's numbers (key of mechanisms.json) on each variant, as "mean ± std" over its seeds; rows the
+    numbers (``names``: which, and how to label them; default all), columns the variants."""
+    cols = {}
+    for v in variants:
+        e = mechanisms(v)[key]
+        keys = list(names) if names else sorted(e["mean"])
+        cols[f"{v} ({len(e['seeds'])} seeds)"] = {
+            (names or {}).get(k, k): f"{e['mean'][k]:.{digits}f} ± {e['std'][k]:.{digits}f}" for k in keys}
+    df = pd.DataFrame(cols)
+    df.index.name = key
+    return df
+
+
 def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed: int = 1111,
               metrics: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Re-train one cell of the grid now, with the configuration recorded for it, and compare it with its
@@ -140,5 +162,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]
