@@ -163,9 +163,9 @@ def test_mme_targets_known_values():
 
 
 def test_mme_pseudo_labels_constructed_case(synth_ds):
-    """A stand-in equal to the real projected modality earns label 1; a stand-in that adds nothing to the
-    "missing" prompt (gen = 0) ties with leaving the modality absent and earns 0; with two modalities missing,
-    each label compares exactly the runs the spec names (computed here by direct calls to the frozen model)."""
+    """In the frozen stage-1 model's own input space: a stand-in equal to the real projected modality earns label 1;
+    a zero stand-in ties with leaving the modality absent (a zero sequence, as stage 1 learned it) and earns 0; with
+    two modalities missing, each label compares exactly the runs the spec names (direct calls to the frozen model)."""
     model = _model(synth_ds, ProMMAConfig(mme_soft_labels=False)).double()
     model.snapshot_teacher()
     T = model._teacher
@@ -179,8 +179,8 @@ def test_mme_pseudo_labels_constructed_case(synth_ds):
     b = b.with_(text_ids=torch.full_like(b.text_ids, 2000), complete=b.complete.with_(text_ids=torch.full_like(b.text_ids, 2000)))
     raw, masks, present = model._inputs(b)
     raw_c, _, _ = T._inputs(b.complete)
-    S = [model.signal_missing[m].detach() for m in range(3)]
-    perfect = [T.proj[m](raw_c[m]) - S[m] for m in range(3)]  # stand-in = gen + S = the real projected input
+    Z = [torch.zeros(L, model.cfg.dim, dtype=torch.float64) for L in model.lens]  # absent: a zero sequence
+    perfect = [T.proj[m](raw_c[m]) for m in range(3)]  # stand-in = the real projected input
     nothing = [torch.zeros_like(p) for p in perfect]
     # samples 0..2: perfect generation; samples 3..5: no generation
     gen = [torch.cat([perfect[m][:3], nothing[m][3:]]) for m in range(3)]
@@ -188,7 +188,7 @@ def test_mme_pseudo_labels_constructed_case(synth_ds):
     with torch.no_grad():
         y = model.pseudo_labels(b, raw, masks, present, gen)
         full, _ = T._encode([T.proj[m](raw_c[m]) for m in range(3)], every)
-        absent, _ = T._encode([torch.where(present[:, m, None, None], T.proj[m](raw[m]), S[m].expand(n, -1, -1)) for m in range(3)], every)
+        absent, _ = T._encode([torch.where(present[:, m, None, None], T.proj[m](raw[m]), Z[m].expand(n, -1, -1)) for m in range(3)], every)
     miss = ~present
     assert ((absent - full).abs() > 1e-9).all()  # the constructed case is not degenerate
     assert y[miss][:3].tolist() == [1.0, 1.0, 1.0] and y[miss][3:].tolist() == [0.0, 0.0, 0.0]
@@ -203,10 +203,10 @@ def test_mme_pseudo_labels_constructed_case(synth_ds):
         raw_c, masks_c, _ = T._inputs(b2.complete)
         kmask = [torch.where(present[:, m, None], masks[m], torch.ones_like(masks[m])) for m in range(3)]
         y_full, _ = T._encode([T.proj[m](raw_c[m]) for m in range(3)], masks_c)
-        base = [torch.where(present[:, m, None, None], T.proj[m](raw[m]), S[m].expand(4, -1, -1)) for m in range(3)]
+        base = [torch.where(present[:, m, None, None], T.proj[m](raw[m]), Z[m].expand(4, -1, -1)) for m in range(3)]
         y_abs, _ = T._encode(base, kmask)
         for m in range(3):
-            x = [torch.where(~present[:, k, None, None], gen[k] + S[k], base[k]) if k == m else base[k] for k in range(3)]
+            x = [torch.where(~present[:, k, None, None], gen[k], base[k]) if k == m else base[k] for k in range(3)]
             y_gen, _ = T._encode(x, kmask)
             want = ((y_abs - y_full).abs() > (y_gen - y_full).abs()).double()
             assert torch.equal(y[~present[:, m], m], want[~present[:, m]]), m
