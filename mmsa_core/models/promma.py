@@ -26,6 +26,11 @@ Backbone (MulT-style, **MPLMM**)
   - **ours**: each memory encoder is pooled by a masked mean over its own valid positions (``pool="mean"``).
     ``pool="last"`` takes the last valid step instead. Prompt slots are never pooled. MPLMM takes the last step,
     which is its last missing-type prompt token.
+  - **ours**: each attention head is at least 8 wide and a multiple of 8 (``head_width``), so that the fused SDPA
+    kernels run in half precision; with MPLMM's d = 30 and 5 heads that is 8 (memory encoders: 16) instead of 6
+    (12). The model widths stay MPLMM's.
+  - **ours**: the forward pass reads no tensor value on the host (no ``.any()``, ``nonzero()``, boolean-mask
+    indexing or ``bool(buffer)``): masked sums replace selections, so a GPU step never waits for the device.
   - **ours**: protocol A drops text tokens by writing [UNK] with zero features. Such a token is masked like a
     dropped frame, so a genuine [UNK] in the source text is masked too.
   - **ours**: a present modality with no valid position at all is treated as missing.
@@ -49,16 +54,20 @@ MPLMM prompts (**MPLMM**, all used in the adapt stage)
 Missing Modality Evaluator (MME)
   - **paper**: at the input stage, MME judges how important a missing modality is, using the pretrained model and
     pseudo labels, so that low-quality imputation is avoided.
-  - **ours**: the evaluator is an MLP over (pooled present projected features, missing-mode one-hot) and gives
-    s_m in (0, 1) for each modality. Its inputs are detached, so the BCE loss trains only the evaluator.
-  - **ours**: pseudo labels come from the FROZEN stage-1 backbone, run on three kinds of input. (1) The complete
-    input. (2) Every missing modality left absent, i.e. the learned "missing" prompt alone. (3) Missing modality m
-    replaced by its stand-in (generated + "missing" prompt) while the other missing modalities stay absent. The
-    label is 1 when (3) is strictly closer to (1) than (2) is, else 0. The soft variant is
-    sigmoid(error reduction / T). The runs go through the frozen model as one batch, each over only the samples
-    it concerns.
+  - **ours**: the evaluator is an MLP over (pooled present projected features, pooled generated stand-ins of the
+    missing modalities, missing-mode one-hot) and gives s_m in (0, 1) for each modality and SAMPLE: it sees the
+    stand-in it judges. Its inputs are detached, so the BCE loss trains only the evaluator.
+  - **ours**: pseudo labels come from the FROZEN stage-1 backbone (the teacher), in the teacher's own input space,
+    on three kinds of input. (1) The complete input. (2) Every missing modality absent: a zero sequence, which
+    the teacher has learned on, since stage 1 trains under protocol B at ``pretrain_eta`` = 0.5. (3) Missing
+    modality m replaced by its stand-in (the generated features, which the generation loss pulls towards the real
+    projected ones) while the other missing modalities stay absent. So the teacher sees in training the inputs it
+    judges: real, absent, and stand-ins of the real. The label is 1 when (3) is strictly closer to (1) than (2)
+    is, else 0. The soft variant is sigmoid(error reduction / T). The five runs (complete, all absent, l, a, v
+    stood in) go through the teacher as one batch of 5B.
   - **ours**: the stand-in is gated by s_m: hard (s_m >= 0.5) by default, or soft (multiply by s_m). The gate is
-    detached, so only BCE trains the evaluator.
+    detached, so only BCE trains the evaluator. ``mme_gate="always"`` / ``"never"`` override the evaluator (every
+    stand-in used, as MPLMM; none used), to compare one trained model's decisions with both.
   - **ours**: training uses the evaluator's own gate, as at inference (``mme_train_gate="evaluator"``). Gating by
     the pseudo label (``"label"``, teacher forcing) is an option, but such labels are computed from the hidden
     modality, so that gate leaks it into training predictions. On the embedded default this measurably hurt
@@ -77,40 +86,52 @@ Modality-invariant Prompt Disentanglement (MPD)
 Dynamic Prompt Weighting (DPW)
   - **paper**: DPW computes mutual-information-based weights from the cross-attention outputs, to suppress
     interference from missing modalities.
-  - **ours**: each of the six streams gets a bilinear critic f(q, c) = 10 · q̂ᵀ W ĉ on L2-normalised pooled
-    features, with q the target's pooled query input (masked mean) and c the pooled crossmodal output. The critics
-    are trained by InfoNCE with in-batch negatives, on detached inputs. The fixed factor 10 (``dpw_critic_scale``)
-    is an inverse temperature, as for cosine similarities.
-  - **ours**: a sample's weight score is f(q_i, c_i). This is the pointwise MI estimate up to the query's
-    normaliser, and it does not depend on the rest of the batch, so a sample's prediction does not either.
-  - **ours**: the weights are a per-sample softmax over the two scores (temperature τ). They are detached, so the
-    sentiment loss does not train the critics. They scale the two streams by 2w, so equal weights reproduce the
-    unweighted backbone. W starts at 0, so at init w = (1/2, 1/2) exactly.
+  - **ours**: the MI is estimated on what the source ADDS: c_{t<-s}, the sum over the crossmodal layers of the
+    cross-attention outputs (what the source wrote into the target's residual stream), pooled over the target's
+    valid positions. The crossmodal output itself also holds the target through the residual, so an estimate on it
+    could score a stream from the target alone.
+  - **ours**: the MI is between c_{t<-s} and the REAL source z_s (its pooled projected features, layer-normed),
+    estimated by Barber and Agakov's variational bound with a Gaussian decoder q(z_s | c) per stream
+    (``SourceDecoder``), trained by its negative log-likelihood where the real source is known (training batches
+    carry the complete input), on detached inputs (λ_mi weights that loss). The per-sample score is the
+    information the decoder claims, -1/2 mean log sigma^2(c) nats per dimension: it needs no z_s at inference
+    and does not depend on the rest of the batch. A stream whose source is missing carries only what its stand-in
+    recovers of the real source, so its score falls with the stand-in's quality.
+  - **ours**: the weights are a per-sample softmax over the two scores of a target (temperature τ = 0.25). They
+    scale the two streams by 2w, so equal weights reproduce the unweighted backbone. The decoders' last layer
+    starts at 0, so at init w = (1/2, 1/2) exactly. Their output is multiplied by a fixed 10
+    (``dpw_decoder_scale``), which lets them learn within a short run.
+  - **ours**: ``dpw_task_gate=True`` adds to each score a linear function of the unit-length change, trained by the
+    task loss through the weights (off by default: the weights are then the MI estimate alone).
 
 Multi-level Prompt Dynamic Connection (MPDC)
   - **paper**: MPDC integrates shared prompts with the self-attention outputs through residual connections at
     multiple levels.
-  - **ours**: before every memory-encoder layer l, every prompt slot (the L_p MPD slots and the L_p missing-type
-    slots) gets + g_{m,l} · P_s token by token. g is a learned gate per (memory encoder, layer), initialised to 0.
-    Adding it before the layer (not after) lets every gate, the last one included, reach the pooled positions of the
-    crossmodal streams through that layer's attention; added after the last layer, it would reach nothing the head reads.
+  - **ours**: in every layer l of each memory encoder (at least two in every preset), the self-attention output
+    in the residual stream, x + SA(x), gets + g_{m,l} · LN(read(P_s)) at every position, before the layer's
+    feed-forward block. read(P_s) is a parameter-free attention of each position over the L_p tokens of the
+    shared prompt P_s (layer-normed queries, keys and values): the global prompt prior, as each position sees it.
+    g is a learned gate per (memory encoder, layer), initialised to 0 so training starts from the plain model, and
+    parametrised as 10 x a parameter (``mpdc_gate_scale``) so that it can move within a short run.
 
 Training (two stages through :meth:`ProMMA.stages`)
   - **paper**: "pretrained models".
-  - **ours**: stage 1, "pretrain", trains the plain backbone (no prompts, no modules) on complete data of the same
-    dataset (protocol B, eta = 0). If this stage-1 model ever meets a missing modality (only at evaluation), it sees
-    a zero sequence with positions.
+  - **ours**: stage 1, "pretrain", trains the plain backbone (no prompts, no modules) on the same dataset under
+    protocol B at ``pretrain_eta`` (0.5 in the presets; 0 = complete data only, as MPLMM pretrains), selected at the
+    same eta. A missing modality is a zero sequence with positions. Every variant, the MPLMM-style baseline
+    included, shares this stage, so the ablation differs in stage 2 only.
   - **ours**: stage 2, "adapt", trains under protocol B (eta = 0.7), or under protocol A when the run's
     train.protocol is "A".
   - **MPLMM**: when adapting, the pretrained encoders and the residual block stay frozen, and only the input
     projections, the output layer and the prompts train.
   - **ours**: we keep that freezing and the stage-1 weights of the projections and head (MPLMM re-initialises them
     because it pretrains on another dataset). ``adapt_trainable`` changes which backbone parts train.
-  - **ours** (our spec): Loss = MSE + λ_orth L_orth + λ_mme BCE + λ_mi InfoNCE + λ_gen MSE(generated, real
-    projected features). ``ModelOutput.losses`` holds the weighted terms.
+  - **ours** (our spec): Loss = MSE + λ_orth L_orth + λ_mme BCE + λ_mi NLL(DPW decoders) + λ_gen MSE(generated,
+    real projected features). ``ModelOutput.losses`` holds the weighted terms.
   - **ours**: the generation MSE is computed only where the real modality is known (``batch.complete``): for
     missing modalities, over the complete input's valid positions, against the current projection (detached).
-  - **ours**: the auxiliary losses are computed in training mode only.
+  - **ours**: the auxiliary losses are computed in training mode only. Under protocol A nothing is missing, so
+    the adapt stage snapshots no teacher and computes no pseudo labels.
   - **MPLMM**: MPLMM has no generation loss, so the "mplmm" baseline sets λ_gen = 0.
 """
 
@@ -171,9 +192,11 @@ class ProMMAConfig:
     mme_temperature: float = 0.1  # in label units
     mme_hidden: int = 32
     mpd_rank: int = 2  # r of the private parts U_m V_mᵀ
-    dpw_temperature: float = 1.0  # τ of the per-sample softmax over the two critic scores
-    dpw_critic_scale: float = 10.0  # fixed inverse temperature of the cosine-type bilinear critics
-    dpw_task_gate: bool = True  # add a task-trained gate on the cross-attention change to the MI score (see DPW)
+    dpw_temperature: float = 0.25  # τ of the per-sample softmax over the two MI scores (nats per dimension)
+    dpw_decoder_scale: float = 10.0  # fixed multiplier of the MI decoders' output (a short run must train them)
+    dpw_task_gate: bool = False  # also add a task-trained score of the cross-attention change (see DPW)
+    dpw_gate_scale: float = 10.0  # fixed scale of that score on the unit-length change
+    mpdc_gate_scale: float = 10.0  # g = scale x raw parameter, so a gate moves within a short run (see MPDC)
     mme_train_gate: str = "evaluator"  # training gate: the evaluator's decision (as at inference) or "label"
     # loss weights (a term is computed only when its module is on and its weight is > 0)
     lambda_orth: float = 0.1
@@ -277,11 +300,11 @@ class CrossmodalEncoder(nn.Module):
 
 def prompt_read(x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     """MPDC's read-out of the global prompt prior: every position of ``x`` (B, T, E) attends to the L_p tokens of
-    ``prior`` (L_p, E), without parameters (layer-normed queries and keys, the raw tokens as values) -> (B, T, E)."""
+    ``prior`` (L_p, E), without parameters (layer-normed queries, keys and values), and the read-out is layer-normed
+    too, so that a gate g adds g times a unit-scale vector whatever the size of P_s -> (B, T, E)."""
     E = x.shape[-1]
-    k = F.layer_norm(prior, (E,))[None].expand(x.shape[0], -1, -1)  # (B, L_p, E)
-    v = prior[None].expand(x.shape[0], -1, -1)
-    return F.scaled_dot_product_attention(F.layer_norm(x, (E,)), k, v)  # (B, T, E)
+    kv = F.layer_norm(prior, (E,))[None].expand(x.shape[0], -1, -1)  # (B, L_p, E)
+    return F.layer_norm(F.scaled_dot_product_attention(F.layer_norm(x, (E,)), kv, kv), (E,))  # (B, T, E)
 
 
 class MemoryEncoder(nn.Module):
@@ -343,32 +366,36 @@ class PromptGenerator(nn.Module):
         return out
 
 
-class BilinearCritic(nn.Module):
-    """f(q, c) = scale · q̂ᵀ W ĉ on L2-normalised inputs; trained by InfoNCE with in-batch negatives. W starts
-    at 0; the fixed ``scale`` (an inverse temperature, as for cosine similarities) lets logits of unit vectors
-    grow large enough for InfoNCE within a short run."""
+class SourceDecoder(nn.Module):
+    """DPW's variational MI estimator for one stream (Barber and Agakov's bound): a Gaussian q(z | c) over the
+    source's real pooled features z (layer-normed: unit scale for every source) given c, the pooled change that
+    the cross-attention wrote into the target (what the source added). Trained by the Gaussian NLL where the real
+    source is known (training batches carry the complete input). I(c; z) >= H(z) - E[-log q(z | c)], and the
+    entropy of q itself, -1/2 log sigma^2(c) per dimension up to a constant, is the per-sample estimate:
+    high when the stream pins down the real source, low when it carries nothing of it (an absent or useless
+    stand-in). It needs no z at inference and does not depend on the rest of the batch."""
 
     def __init__(self, dim, scale: float = 10.0):
         super().__init__()
-        self.scale = scale
-        self.weight = nn.Parameter(torch.zeros(dim, dim))
+        self.scale = scale  # fixed multiplier of the head's output, so that it learns within a short run
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 2 * dim)  # -> (mean, log variance), zero at init: every score starts equal
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
-    def logits(self, q, c):
-        # q, c: (B, d) -> (B, B) with [i, j] = f(q_i, c_j)
-        return self.scale * F.normalize(q, dim=-1) @ self.weight @ F.normalize(c, dim=-1).T
+    def forward(self, c):
+        # c: (B, d) -> mean (B, d), log variance (B, d) in (-6, 6)
+        mu, logvar = (self.scale * self.head(self.norm(c))).chunk(2, -1)
+        return mu, 6.0 * torch.tanh(logvar / 6.0)
 
-    def forward(self, q, c):
-        # q, c: (B, d) -> (B,) f(q_i, c_i): the pointwise score of each sample's own pair
-        return self.scale * ((F.normalize(q, dim=-1) @ self.weight) * F.normalize(c, dim=-1)).sum(-1)
+    def score(self, c):
+        """(B,) the per-sample information estimate, -1/2 mean log sigma^2(c), in nats per dimension."""
+        return -0.5 * self(c)[1].mean(-1)
 
-    def infonce(self, q, c):
-        """Symmetric InfoNCE loss: the mean of the cross-entropies of the positives among the batch's c (rows) and
-        among its q (columns). One direction alone leaves the critic free up to a term in q (or c); both pin it to
-        the pointwise MI up to one constant, so that its scores can be compared between samples. The MI lower bound
-        is log B - loss."""
-        logits = self.logits(q, c)  # (B, B)
-        target = torch.arange(len(q), device=q.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    def nll(self, c, z):
+        """Mean Gaussian negative log-likelihood (up to a constant) of the real source features ``z`` (B, d)."""
+        mu, logvar = self(c)
+        return 0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar)).mean()
 
 
 class ProMMA(nn.Module):
@@ -428,7 +455,7 @@ class ProMMA(nn.Module):
                 self.private_u = nn.Parameter(torch.randn(3, Lp, cfg.mpd_rank) * 0.02)  # U_m: (L_p, r)
                 self.private_v = nn.Parameter(torch.randn(3, E, cfg.mpd_rank) * 0.02)  # V_m: (2d, r)
             if cfg.use_dpw:
-                self.critic = nn.ModuleList(BilinearCritic(d, cfg.dpw_critic_scale) for _ in PAIRS)
+                self.critic = nn.ModuleList(SourceDecoder(d, cfg.dpw_decoder_scale) for _ in PAIRS)
                 if cfg.dpw_task_gate:  # one linear score per stream on its pooled cross-attention change, 0 at init
                     self.dpw_gate_w = nn.Parameter(torch.zeros(len(PAIRS), d))
                     self.dpw_gate_b = nn.Parameter(torch.zeros(len(PAIRS)))
@@ -456,6 +483,10 @@ class ProMMA(nn.Module):
         return self.mode_lut[(present.long() * self.mode_code).sum(1)]
 
     # ------------------------------------------------------------------ prompts and modules
+    def mpdc_gates(self) -> torch.Tensor:
+        """(3, mem_depth) the effective MPDC gates g_{m,l} = mpdc_gate_scale x the parameter."""
+        return self.cfg.mpdc_gate_scale * self.mpdc_gate
+
     def private_delta(self) -> torch.Tensor:
         return torch.einsum("mpr,mer->mpe", self.private_u, self.private_v)  # D_m = U_m V_mᵀ: (3, L_p, 2d)
 
@@ -493,22 +524,22 @@ class ProMMA(nn.Module):
         cx = {(t, s): self.cross[f"{SHORT[t]}{SHORT[s]}"](h[t], h[s], kmask[s]) for t, s in PAIRS}
         c = {k: v[0] for k, v in cx.items()}  # (B, L_t, d) crossmodal outputs
         aux = {}
-        # 2. DPW: per target, weights over its two streams from the pointwise MI between what each source added
-        # (the pooled cross-attention change) and the source itself, plus a task-trained score of that change
+        # 2. DPW: per target, weights over its two streams from the MI between what each source added (the pooled
+        # cross-attention change) and the REAL source, optionally plus a task-trained score of that change
         scale = {k: 1.0 for k in PAIRS}
         if prompts and cfg.use_dpw:
             delta = torch.stack([masked_mean(cx[k][1], kmask[k[0]]) for k in PAIRS], 1)  # (B, 6, d) change, pooled
-            src = [masked_mean(x[s], kmask[s]) for s in range(3)]  # (B, d) pooled source input (before dropout)
-            mi = torch.stack([self.critic[i](delta[:, i], src[s]) for i, (t, s) in enumerate(PAIRS)], 1)  # (B, 6)
-            score = mi.detach() / cfg.dpw_temperature  # the critics learn from InfoNCE alone
+            mi = torch.stack([self.critic[i].score(delta[:, i].detach()) for i in range(len(PAIRS))], 1)  # (B, 6)
+            score = mi / cfg.dpw_temperature  # detached input: the decoders learn from their NLL alone
             if cfg.dpw_task_gate:  # trained by the task loss through the weights (its input detached)
-                score = score + torch.einsum("bkd,kd->bk", delta.detach(), self.dpw_gate_w) + self.dpw_gate_b
+                unit = F.normalize(delta.detach(), dim=-1)  # (B, 6, d)
+                score = score + cfg.dpw_gate_scale * torch.einsum("bkd,kd->bk", unit, self.dpw_gate_w) + self.dpw_gate_b
             w = torch.softmax(score.view(B, 3, 2), -1)  # (B, 3, 2), rows sum to 1
             for i, k in enumerate(PAIRS):
                 scale[k] = 2.0 * w[:, i // 2, i % 2, None, None]  # (B, 1, 1); equal weights = the plain backbone
             aux["dpw_weights"] = w
             aux["dpw_mi"] = mi.detach()
-            aux["dpw_pairs"] = (delta, src)
+            aux["dpw_change"] = delta
         # 3. three memory encoders over [P_m | l<-x1 ; l<-x2 | missing-type prompt]
         Lp = cfg.prompt_len
         if prompts:
@@ -529,7 +560,7 @@ class ProMMA(nn.Module):
                     masks.insert(0, kmask[t].new_ones(B, Lp))
                     n_before = Lp
                 if cfg.use_mpdc:  # P_s joins the self-attention output of every layer, gated
-                    prior, gates = self.shared_prompt, self.mpdc_gate[t]
+                    prior, gates = self.shared_prompt, self.mpdc_gates()[t]
             z = self.mem[t](torch.cat(parts, 1), torch.cat(masks, 1), prior, gates)  # (B, [L_p+] L_t [+L_p], 2d)
             pooled.append(self._pool(z[:, n_before : n_before + seq.shape[1]], kmask[t]))  # (B, 2d)
         # 4. concatenation, residual MLP block, linear head
@@ -585,17 +616,25 @@ class ProMMA(nn.Module):
         losses["sentiment"] = sentiment_loss(pred, batch.labels)
         if "dpw_weights" in aux:
             extras["dpw_weights"] = aux["dpw_weights"].detach()  # (B, 3, 2): target l, a, v x its two sources
-            extras["dpw_mi"] = aux["dpw_mi"].view(B, 3, 2)  # (B, 3, 2) the critics' pointwise MI scores
+            extras["dpw_mi"] = aux["dpw_mi"].view(B, 3, 2)  # (B, 3, 2) the per-sample MI estimates
         if self.training:
             if cfg.use_mpd and cfg.lambda_orth > 0:
                 losses["orth"] = cfg.lambda_orth * self.orth_loss()
-            if cfg.use_dpw and cfg.lambda_mi > 0 and B > 1:
-                delta, src = aux["dpw_pairs"]
-                nce = [self.critic[i].infonce(delta[:, i].detach(), src[s].detach()) for i, (t, s) in enumerate(PAIRS)]
-                losses["mi"] = cfg.lambda_mi * torch.stack(nce).mean()
+            if cfg.use_dpw and cfg.lambda_mi > 0:
+                if batch.complete is not None:  # the decoders need the real source
+                    delta = aux["dpw_change"].detach()
+                    z = self._real_pooled(batch.complete)  # 3 x (B, d)
+                    nll = [self.critic[i].nll(delta[:, i], z[s]) for i, (t, s) in enumerate(PAIRS)]
+                    losses["mi"] = cfg.lambda_mi * torch.stack(nll).mean()
             if cfg.lambda_gen > 0 and batch.complete is not None:
                 losses["gen"] = cfg.lambda_gen * self._generation_loss(batch.complete, gen, missing)
         return ModelOutput(pred, losses, extras)
+
+    @torch.no_grad()
+    def _real_pooled(self, complete: Batch):
+        """3 x (B, d): each modality's real projected features, pooled over its valid positions and layer-normed."""
+        raw_c, masks_c, _ = self._inputs(complete)
+        return [F.layer_norm(masked_mean(self.proj[m](raw_c[m]), masks_c[m]), (self.cfg.dim,)) for m in range(3)]
 
     def _generation_loss(self, complete: Batch, gen, missing):
         """MSE between each missing modality's generated stand-in and its real projected features (detached),
@@ -684,4 +723,4 @@ class ProMMA(nn.Module):
         return [Stage("pretrain", pre, ProMMA.start_pretrain), Stage("adapt", adapt, adapt_prep)]
 
 
-__all__ = ["MPLMMConfig", "ProMMA", "ProMMAConfig", "promma_preset", "mme_targets", "BilinearCritic", "PRESET_DATA"]
+__all__ = ["MPLMMConfig", "ProMMA", "ProMMAConfig", "promma_preset", "mme_targets", "SourceDecoder", "PRESET_DATA"]
