@@ -63,11 +63,12 @@ SINGLE_MISSING = {0: 1, 1: 2, 2: 3}  # modality -> the mode in which it alone is
 
 # ------------------------------------------------------------------------------------------------ training
 def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: str = "promma_default",
-                   out_dir=None, threads: int | None = 1) -> dict[str, ProMMA]:
+                   out_dir=None, threads: int | None = 1, model_config: dict | None = None) -> dict[str, ProMMA]:
     """The ablation rows ``names`` of one seed, trained as :func:`mmsa_core.experiment.run` trains each of them,
     but with stage 1 trained once: every variant builds the same backbone from the seed and trains it identically
     in stage 1 (prompts and modules come from a forked RNG), so each variant starts stage 2 from that checkpoint
-    and from the random state stage 1 left. Returns name -> trained model (eval mode, MME teacher attached)."""
+    and from the random state stage 1 left. ``model_config`` overrides the preset's for every variant (tests use
+    shorter stages). Returns name -> trained model (eval mode, MME teacher attached)."""
     rc = load_config(preset)
     t = replace(rc.train, seed=seed, progress=False)
     tmp = None
@@ -83,7 +84,7 @@ def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: st
             _set_rng_state(rng0)
             model_name, over = ABLATION[name]
             cfg_cls, _ = get_model_class(model_name)
-            built[name] = build_model(model_name, cfg_cls(**{**rc.model_config, **over}), ds.spec)
+            built[name] = build_model(model_name, cfg_cls(**{**rc.model_config, **(model_config or {}), **over}), ds.spec)
         first = built[names[0]]
         pre, adapt = first.stages(t)
         pre.prepare(first)
