@@ -40,7 +40,7 @@ PROVENANCE_COLUMNS = ("selected_epoch", "commit", "config_hash", "device")  # wr
 KEY = ("model", "train_protocol", "seed", "protocol", "setting", "level", "mode", "metric")
 # metrics that are NaN by definition in a legitimate case (no sample with a non-zero label)
 MAY_BE_NAN = frozenset({"Acc-2 non-0", "F1 non-0"})
-MODEL_ORDER = ("lnln", "almt", "promma", "mplmm", "baseline")
+MODEL_ORDER = ("lnln", "almt", "promma", "mplmm", "baseline", "oracle")  # oracle: the testbed's Bayes-optimal row
 METRIC_ORDER = ("Acc-2 has-0", "F1 has-0", "Acc-2 non-0", "F1 non-0", "Acc-7", "Acc-5", "Acc-3", "Acc-2", "F1",
                 "MAE", "Corr")
 LOWER_IS_BETTER = frozenset({"MAE"})
