@@ -186,6 +186,7 @@ def _sources(t: int) -> tuple[int, int]:
 @torch.no_grad()
 def measure_dpw(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split: str = "test", per=None) -> dict:
     per = per or _per_mode(model, ds, split)
+    truth = _truth(truth)
     w_full = per[0][1]["dpw_weights"]  # (N, 3, 2)
     mi_full = torch.softmax(per[0][1]["dpw_mi"] / model.cfg.dpw_temperature, -1)
     cells, drops, drops_mi = [], [], []
@@ -245,6 +246,7 @@ def measure_mpdc(model: ProMMA, ds: MMSADataset, split: str = "test", per=None) 
 def measure_mme(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split: str = "test", per=None) -> dict:
     data = _test(ds, model, split)
     per = per or _per_mode(model, ds, split)
+    truth = _truth(truth)
     lang = ds.spec.language
     acc = "Acc-2" if lang == "zh" else "Acc-2 non-0"
     out = {"gate": model.cfg.mme_gate, "cells": []}
@@ -334,58 +336,66 @@ def _mean_std(values) -> dict:
             "values": [float(x) for x in v]}
 
 
-def promma_mechanisms(ds: MMSADataset, truth: dict | None, seeds=SEEDS, variant: str | None = None,
-                      names=tuple(ABLATION), preset: str = "promma_default", threads: int | None = 1,
-                      log=print) -> dict:
-    """The ``mme``, ``mpd``, ``dpw``, ``mpdc`` and ``ablation`` entries of mechanisms.json for one dataset
-    (``variant``: the testbed variant, recorded): per seed, train the ablation rows (:func:`train_variants`),
-    measure the full ProMMA model, and summarise the headline numbers as mean, std and the per-seed values."""
-    per_seed = {k: [] for k in ("dpw", "mpdc", "mme", "mpd")}
-    rows = {n: [] for n in names}
-    for seed in seeds:
-        models = train_variants(ds, seed, names, preset, threads=threads)
-        full = models["ProMMA"]
-        per = _per_mode(full, ds)
-        per_seed["dpw"].append(measure_dpw(full, ds, truth, per=per))
-        per_seed["mpdc"].append(measure_mpdc(full, ds, per=per))
-        per_seed["mme"].append(measure_mme(full, ds, truth, per=per))
-        per_seed["mpd"].append(measure_mpd(full, ds, per=per))
-        for n, m in models.items():
-            rows[n].append(_summary(m, ds, per=per if n == "ProMMA" else None))
-        if log:
-            log(f"seed {seed}: DPW drop {per_seed['dpw'][-1]['weight_drop_missing_source']:.3f}, MPDC |g|max "
-                f"{per_seed['mpdc'][-1]['gate_abs_max']:.3f}, MME AUC {per_seed['mme'][-1].get('auc_vs_truth', float('nan')):.3f}, "
-                + ", ".join(f"{n} {rows[n][-1]['MAE over eta']:.4f}" for n in names))
-    common = {"seeds": list(seeds), "variant": variant, "preset": preset}
+def measure_seed(ds: MMSADataset, truth, seed: int, names=tuple(ABLATION), preset: str = "promma_default",
+                 threads: int | None = 1, model_config: dict | None = None) -> dict:
+    """One seed: train the ablation rows ``names`` (:func:`train_variants`), measure the full ProMMA model, and
+    summarise every row. ``truth``: the ``{split: {key: array}}`` of :func:`mmsa_core.data.synth.truth` (or its
+    (meta, truth) pair), or None where the data have none. Plain, JSON-ready dicts."""
+    truth = _truth(truth)
+    models = train_variants(ds, seed, names, preset, threads=threads, model_config=model_config)
+    full = models["ProMMA"]
+    per = _per_mode(full, ds)
+    return {"seed": seed, "dpw": measure_dpw(full, ds, truth, per=per), "mpdc": measure_mpdc(full, ds, per=per),
+            "mme": measure_mme(full, ds, truth, per=per), "mpd": measure_mpd(full, ds, per=per),
+            "ablation": {n: _summary(m, ds, per=per if n == "ProMMA" else None) for n, m in models.items()}}
+
+
+def combine(results: list[dict], variant: str | None = None, preset: str = "promma_default") -> dict:
+    """The ``mme``, ``mpd``, ``dpw``, ``mpdc`` and ``ablation`` entries of mechanisms.json from the per-seed results
+    of :func:`measure_seed`: the headline numbers as mean, std (over seeds, ddof 1) and per-seed values, and every
+    seed's full measurement under ``per_seed``."""
+    seeds = [r["seed"] for r in results]
+    common = {"seeds": seeds, "variant": variant, "preset": preset}
 
     def summ(key, fields):
-        return {f: _mean_std([_get(r, f) for r in per_seed[key]]) for f in fields}
+        return {f: _mean_std([r[key].get(f, float("nan")) for r in results]) for f in fields
+                if any(f in r[key] for r in results)}
 
+    names = list(results[0]["ablation"])
     out = {
         "dpw": {**common, **summ("dpw", ["weight_drop_missing_source", "weight_drop_missing_source_mi_only",
-                                         "weight_std_across_samples_complete"]
-                                 + (["spearman_weight_vs_source_content_mean"] if truth is not None else [])),
-                "per_seed": per_seed["dpw"]},
-        "mpdc": {**common, "levels": per_seed["mpdc"][0]["levels"],
-                 **summ("mpdc", ["gate_abs_max", "gate_abs_mean", "pred_change_gates_zeroed"]), "per_seed": per_seed["mpdc"]},
-        "mme": {**common, **summ("mme", (["auc_vs_truth", "auc_vs_truth_all_incomplete_modes", "pseudo_label_auc_vs_truth"]
-                                         if truth is not None else []) + ["decision_minority_share_mean"]),
-                "metrics": {p: {f: _mean_std([r[f"metrics {p}"][f] for r in per_seed["mme"]])
-                                for f in per_seed["mme"][0][f"metrics {p}"]} for p in ("evaluator", "always", "never")},
-                "per_seed": per_seed["mme"]},
-        "mpd": {**common, "ratio_own_to_present": {m: _mean_std([r["ratio_own_to_present"][m] for r in per_seed["mpd"]])
+                                         "weight_std_across_samples_complete", "spearman_weight_vs_source_content_mean"]),
+                "per_seed": [r["dpw"] for r in results]},
+        "mpdc": {**common, "levels": results[0]["mpdc"]["levels"],
+                 **summ("mpdc", ["gate_abs_max", "gate_abs_mean", "pred_change_gates_zeroed"]),
+                 "per_seed": [r["mpdc"] for r in results]},
+        "mme": {**common, **summ("mme", ["auc_vs_truth", "auc_vs_truth_all_incomplete_modes", "pseudo_label_auc_vs_truth",
+                                         "decision_minority_share_mean", "cells_with_both_decisions", "truly_useful_share"]),
+                "metrics": {p: {f: _mean_std([r["mme"][f"metrics {p}"][f] for r in results])
+                                for f in results[0]["mme"][f"metrics {p}"]} for p in ("evaluator", "always", "never")},
+                "per_seed": [r["mme"] for r in results]},
+        "mpd": {**common, "ratio_own_to_present": {m: _mean_std([r["mpd"]["ratio_own_to_present"][m] for r in results])
                                                    for m in missing.MODALITIES},
-                "per_seed": per_seed["mpd"]},
-        "ablation": {**common, "rows": {n: {f: _mean_std([r[f] for r in rows[n]]) for f in rows[n][0]} for n in names}},
+                "per_seed": [r["mpd"] for r in results]},
+        "ablation": {**common, "rows": {n: {f: _mean_std([r["ablation"][n][f] for r in results])
+                                            for f in results[0]["ablation"][n]} for n in names}},
     }
-    if "without generation loss" in rows:
-        out["ablation"]["generation_loss"] = out["ablation"]["rows"]["without generation loss"]
+    if "without generation loss" in names:
+        out["ablation"]["generation_loss"] = {**out["ablation"]["rows"]["without generation loss"],
+                                              "compared_with": "ProMMA", "seeds": seeds}
     return out
 
 
-def _get(d: dict, path: str):
-    return d.get(path, float("nan"))
+def promma_mechanisms(ds: MMSADataset, truth, seeds=SEEDS, variant: str | None = None, names=tuple(ABLATION),
+                      preset: str = "promma_default", threads: int | None = 1) -> dict:
+    """:func:`combine` of :func:`measure_seed` over ``seeds``: the ProMMA entries of mechanisms.json."""
+    return combine([measure_seed(ds, truth, s, names, preset, threads) for s in seeds], variant, preset)
 
 
-__all__ = ["ABLATION", "SEEDS", "auc", "measure_dpw", "measure_mme", "measure_mpd", "measure_mpdc",
-           "promma_mechanisms", "train_variants"]
+def _truth(truth):
+    """Accept synth.truth's (meta, {split: ...}) pair or the dict alone."""
+    return truth[1] if isinstance(truth, tuple) else truth
+
+
+__all__ = ["ABLATION", "SEEDS", "auc", "combine", "measure_dpw", "measure_mme", "measure_mpd", "measure_mpdc",
+           "measure_seed", "promma_mechanisms", "train_variants"]
