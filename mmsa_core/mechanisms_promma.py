@@ -243,7 +243,19 @@ def measure_mpdc(model: ProMMA, ds: MMSADataset, split: str = "test", per=None) 
 
 # ------------------------------------------------------------------------------------------------ MME
 @torch.no_grad()
-def measure_mme(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split: str = "test", per=None) -> dict:
+def measure_mme(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split: str = "test", per=None,
+                teacher=None) -> dict:
+    """The evaluator's decisions on ``split``, per (incomplete mode, missing modality) and per sample, against the
+    truth's ``useful_*`` and the teacher's pseudo labels (``teacher``: the frozen stage-1 model; default the one
+    the run attached, e.g. ``book.stage_model(run)`` for a run loaded from disk), and the metrics under the three
+    stand-in policies (evaluator, always, never)."""
+    if teacher is not None:
+        old = model._teacher
+        object.__setattr__(model, "_teacher", teacher)
+        try:
+            return measure_mme(model, ds, truth, split, per)
+        finally:
+            object.__setattr__(model, "_teacher", old)
     data = _test(ds, model, split)
     per = per or _per_mode(model, ds, split)
     truth = _truth(truth)
