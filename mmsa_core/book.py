@@ -811,16 +811,10 @@ __all__ += ["completeness_scores", "hyper_attention", "label_runs", "lnln_diagno
 
 
 # --------------------------------------------------------------------------------------------- ProMMA (chapters 3-5)
-# The ablation of chapters 3-5: name -> (model, model_config overrides). Every chapter trains a variant through
-# :func:`promma_variant`, so identical arguments give identical config hashes and the runs are shared.
-PROMMA_VARIANTS = {
-    "ProMMA": ("promma", {}),
-    "without MME": ("promma", {"use_mme": False}),
-    "without MPD": ("promma", {"use_mpd": False}),
-    "without DPW": ("promma", {"use_dpw": False}),
-    "without MPDC": ("promma", {"use_mpdc": False}),
-    "MPLMM-style": ("mplmm", {}),
-}
+# The ablation of chapters 3-5: name -> (model, model_config overrides), one list in mechanisms_promma. Every chapter
+# trains a variant through :func:`promma_variant`, so identical arguments give identical config hashes and the runs
+# are shared.
+from .mechanisms_promma import ABLATION as PROMMA_VARIANTS  # noqa: E402
 _SHORT = {"text": "l", "audio": "a", "vision": "v"}
 
 

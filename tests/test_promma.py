@@ -420,11 +420,10 @@ def short_runs(synth_ds):
 
 
 def test_both_train_well_below_the_mean_predictor(short_runs):
-    """Measured with ``python -m mmsa_core train --config {promma,mplmm}_default`` (seeds 1111-1113),
-    test MAE averaged over eta = 0..0.9 / over the 7 modes: ProMMA 1.043 / 1.060 / 1.085 and 1.122 / 1.128 / 1.159,
-    MPLMM-style 1.056 / 1.058 / 1.070 and 1.130 / 1.126 / 1.142, the mean predictor 1.421. ProMMA is ahead on one
-    seed and behind on two (means 1.063 vs 1.061, 1.136 vs 1.133): no win on this short run. So we assert what
-    holds on every seed: both learn (well below the mean predictor) and neither is far behind the other."""
+    """Both learn (well below the mean predictor) and neither is far behind the other. (The 3-seed comparison on
+    both testbed variants, with every ablation row, is measured by mechanisms_promma into mechanisms.json; the
+    numbers once quoted here were of the pre-testbed data and of the old modules.) The run's wall time is printed
+    by the fixture, never asserted (tests do not pass or fail on wall-clock time)."""
     mp = short_runs["mean_predictor"]
     for name in ("promma", "mplmm"):
         for k in ("eta", "modes"):
@@ -432,10 +431,6 @@ def test_both_train_well_below_the_mean_predictor(short_runs):
     for k in ("eta", "modes"):
         assert abs(short_runs["promma"][k] - short_runs["mplmm"][k]) < 0.1, short_runs
 
-
-def test_default_trains_fast(short_runs):
-    """Both stages of the embedded default train in well under a minute (1 thread here; generous bound for busy CI)."""
-    assert short_runs["pretrain_s"] + short_runs["promma_adapt_s"] < 60, short_runs
 
 
 # ------------------------------------------------------------------ host-device synchronisation

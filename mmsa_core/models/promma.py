@@ -264,10 +264,11 @@ def sinusoid(length: int, dim: int) -> torch.Tensor:
 
 def mme_targets(y_full, y_gen, y_abs, soft: bool = False, temperature: float = 0.1) -> torch.Tensor:
     """MME pseudo labels from the frozen backbone's three predictions: 1 where the generated stand-in brings the
-    prediction strictly closer to the complete-input prediction than leaving the modality absent, else 0; the soft
-    variant is sigmoid(error reduction / temperature)."""
+    prediction closer to the complete-input prediction than leaving the modality absent, by more than a tie
+    (1e-6 label units: identical inputs in different rows of one batch may differ in the last bits), else 0; the
+    soft variant is sigmoid(error reduction / temperature)."""
     gain = (y_abs - y_full).abs() - (y_gen - y_full).abs()  # error reduction by the stand-in
-    return torch.sigmoid(gain / temperature) if soft else (gain > 0).to(y_full.dtype)
+    return torch.sigmoid(gain / temperature) if soft else (gain > 1e-6).to(y_full.dtype)
 
 
 def head_width(width: int, heads: int) -> int:
