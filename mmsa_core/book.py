@@ -1122,18 +1122,6 @@ def dpw_weights(run: TrainedRun, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def infonce_history(run: TrainedRun) -> pd.DataFrame:
-    """Per epoch of the adapt stage: the InfoNCE loss of the DPW critics (mean over the six streams and the epoch's
-    batches) and the lower bound on the mutual information it gives, log B - L_NCE, in nats (B = the batch size;
-    the last, smaller batch of an epoch makes this an approximation)."""
-    h = loss_history(run, "mi")
-    B = run.config.train.batch_size
-    h = h.rename(columns={"mi": "L_NCE"})
-    h["log B"] = float(np.log(B))
-    h["bound log B - L_NCE (nats)"] = h["log B"] - h["L_NCE"]
-    return h.set_index("epoch").round(4) + 0.0
-
-
 def mpdc_table(run: TrainedRun, eta: float = 0.7, n: int = 64) -> pd.DataFrame:
     """The MPDC gates g after training, one row per (memory encoder, layer), and the gradient of the sentiment loss
     with respect to each gate on ``n`` training samples under protocol B at ``eta`` (eval mode, on a copy of the
@@ -1149,8 +1137,9 @@ def mpdc_table(run: TrainedRun, eta: float = 0.7, n: int = 64) -> pd.DataFrame:
     net.zero_grad(set_to_none=True)
     with preserved_rng():
         net(b).losses["sentiment"].backward()
-    g, grad = net.mpdc_gate.detach().cpu(), net.mpdc_gate.grad
-    grad = torch.zeros_like(g) if grad is None else grad.detach().cpu()
+    scale = net.cfg.mpdc_gate_scale  # g = scale x the parameter: dL/dg = dL/dparameter / scale
+    g, grad = net.mpdc_gates().detach().cpu(), net.mpdc_gate.grad
+    grad = torch.zeros_like(g) if grad is None else grad.detach().cpu() / scale
     rows = [{"memory encoder": f"{m} ({_SHORT[m]})", "layer": j + 1, "gate g": float(g[i, j]),
              "dL/dg on a training batch": float(grad[i, j])}
             for i, m in enumerate(missing.MODALITIES) for j in range(g.shape[1])]
@@ -1166,7 +1155,7 @@ def ablation_table(runs: dict, protocol: str = "B", metrics: list[str] | None = 
     return tab
 
 
-__all__ += ["PROMMA_VARIANTS", "ablation_table", "acc2_name", "dpw_weights", "imputation_compare", "infonce_history",
+__all__ += ["PROMMA_VARIANTS", "ablation_table", "acc2_name", "dpw_weights", "imputation_compare",
             "initial_model", "loss_history", "mme_decisions", "modes_compare", "mpdc_table", "orth_table", "orth_terms",
             "prompt_cosines", "prompt_norms", "prompt_points", "promma_variant", "same_pretrained_backbone", "stage_history",
             "stage_model", "stages_table"]
