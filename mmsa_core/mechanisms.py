@@ -11,9 +11,10 @@ the file holds one mechanism's numbers on one variant of the testbed, per seed a
 - ``lnln_reconstructor``: with one modality missing (protocol B), the reconstructor's error on each sample
   against that modality's TRUE predictability from the other two (Spearman: negative when the reconstructor does
   best where the truth says reconstruction is possible), and its mean error against the incomplete tokens as is.
-- ``mme``, ``mpd``, ``dpw``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`).
+- ``mme``, ``mpd``, ``dpw``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`, which
+  trains its ablation rows itself, one shared first stage per seed).
 
-The trained models are the reference grid's own cells (``<results>/runs/<model>-<protocol>-<seed>``): a cell that
+LNLN's trained models are the reference grid's own cells (``<results>/runs/<model>-<protocol>-<seed>``): a cell that
 the grid has finished is loaded, one that it has not is trained there first, with the grid's configuration.
 Command line: ``python -m mmsa_core mechanisms --help``.
 """
@@ -207,13 +208,13 @@ def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "s
     entries = {}
     if only is None or "lnln" in only:
         entries.update(measure_lnln(results_dir, variant, seeds, shape))
-    if only is None or "promma" in only:
-        try:
-            from . import mechanisms_promma
-        except ImportError:
-            mechanisms_promma = None
-        if mechanisms_promma is not None:
-            entries.update(mechanisms_promma.measure(results_dir, variant, seeds, shape))
+    if only is None or "promma" in only:  # ProMMA's ablation rows share their first stage: trained here, not in the grid
+        from .experiment import load_dataset
+        from .mechanisms_promma import promma_mechanisms
+        from .config import DataConfig
+
+        ds = load_dataset(DataConfig(synth_shape=shape, synth_variant=variant))
+        entries.update(promma_mechanisms(ds, synth.truth(ds.path), seeds, variant))
     meta = {"dataset": synth.dataset_name(shape, variant), "variant": variant, "generator_version": synth.VERSION}
     return write(Path(results_dir) / "mechanisms.json", entries, meta)
 

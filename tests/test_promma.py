@@ -23,8 +23,8 @@ from mmsa_core.config import TrainConfig
 from mmsa_core.data.mmsa import Batch, DataSpec
 from mmsa_core.evaluate import sweep
 from mmsa_core.models import build_model
-from mmsa_core.models.promma import (BACKBONE, PAIRS, PRESET_DATA, BilinearCritic, MPLMMConfig, ProMMA,
-                                     ProMMAConfig, mme_targets, promma_preset)
+from mmsa_core.models.promma import (BACKBONE, PAIRS, PRESET_DATA, MPLMMConfig, ProMMA, ProMMAConfig, SourceDecoder,
+                                     head_width, mme_targets, promma_preset)
 from mmsa_core.train import fit
 from mmsa_core.utils import set_seed
 
@@ -79,7 +79,7 @@ def _activate(model: ProMMA) -> ProMMA:
             model.mpdc_gate.copy_(torch.randn(model.mpdc_gate.shape, generator=g))
         if hasattr(model, "critic"):
             for c in model.critic:
-                c.weight.copy_(torch.randn(c.weight.shape, generator=g) * 0.3)
+                c.head.weight.copy_(torch.randn(c.head.weight.shape, generator=g) * 0.3)
     return model.eval()
 
 
@@ -163,9 +163,9 @@ def test_mme_targets_known_values():
 
 
 def test_mme_pseudo_labels_constructed_case(synth_ds):
-    """A stand-in equal to the real projected modality earns label 1; a stand-in that adds nothing to the
-    "missing" prompt (gen = 0) ties with leaving the modality absent and earns 0; with two modalities missing,
-    each label compares exactly the runs the spec names (computed here by direct calls to the frozen model)."""
+    """In the frozen stage-1 model's own input space: a stand-in equal to the real projected modality earns label 1;
+    a zero stand-in ties with leaving the modality absent (a zero sequence, as stage 1 learned it) and earns 0; with
+    two modalities missing, each label compares exactly the runs the spec names (direct calls to the frozen model)."""
     model = _model(synth_ds, ProMMAConfig(mme_soft_labels=False)).double()
     model.snapshot_teacher()
     T = model._teacher
@@ -179,8 +179,8 @@ def test_mme_pseudo_labels_constructed_case(synth_ds):
     b = b.with_(text_ids=torch.full_like(b.text_ids, 2000), complete=b.complete.with_(text_ids=torch.full_like(b.text_ids, 2000)))
     raw, masks, present = model._inputs(b)
     raw_c, _, _ = T._inputs(b.complete)
-    S = [model.signal_missing[m].detach() for m in range(3)]
-    perfect = [T.proj[m](raw_c[m]) - S[m] for m in range(3)]  # stand-in = gen + S = the real projected input
+    Z = [torch.zeros(L, model.cfg.dim, dtype=torch.float64) for L in model.lens]  # absent: a zero sequence
+    perfect = [T.proj[m](raw_c[m]) for m in range(3)]  # stand-in = the real projected input
     nothing = [torch.zeros_like(p) for p in perfect]
     # samples 0..2: perfect generation; samples 3..5: no generation
     gen = [torch.cat([perfect[m][:3], nothing[m][3:]]) for m in range(3)]
@@ -188,7 +188,7 @@ def test_mme_pseudo_labels_constructed_case(synth_ds):
     with torch.no_grad():
         y = model.pseudo_labels(b, raw, masks, present, gen)
         full, _ = T._encode([T.proj[m](raw_c[m]) for m in range(3)], every)
-        absent, _ = T._encode([torch.where(present[:, m, None, None], T.proj[m](raw[m]), S[m].expand(n, -1, -1)) for m in range(3)], every)
+        absent, _ = T._encode([torch.where(present[:, m, None, None], T.proj[m](raw[m]), Z[m].expand(n, -1, -1)) for m in range(3)], every)
     miss = ~present
     assert ((absent - full).abs() > 1e-9).all()  # the constructed case is not degenerate
     assert y[miss][:3].tolist() == [1.0, 1.0, 1.0] and y[miss][3:].tolist() == [0.0, 0.0, 0.0]
@@ -203,10 +203,10 @@ def test_mme_pseudo_labels_constructed_case(synth_ds):
         raw_c, masks_c, _ = T._inputs(b2.complete)
         kmask = [torch.where(present[:, m, None], masks[m], torch.ones_like(masks[m])) for m in range(3)]
         y_full, _ = T._encode([T.proj[m](raw_c[m]) for m in range(3)], masks_c)
-        base = [torch.where(present[:, m, None, None], T.proj[m](raw[m]), S[m].expand(4, -1, -1)) for m in range(3)]
+        base = [torch.where(present[:, m, None, None], T.proj[m](raw[m]), Z[m].expand(4, -1, -1)) for m in range(3)]
         y_abs, _ = T._encode(base, kmask)
         for m in range(3):
-            x = [torch.where(~present[:, k, None, None], gen[k] + S[k], base[k]) if k == m else base[k] for k in range(3)]
+            x = [torch.where(~present[:, k, None, None], gen[k], base[k]) if k == m else base[k] for k in range(3)]
             y_gen, _ = T._encode(x, kmask)
             want = ((y_abs - y_full).abs() > (y_gen - y_full).abs()).double()
             assert torch.equal(y[~present[:, m], m], want[~present[:, m]]), m
@@ -235,33 +235,35 @@ def test_orthogonality_loss_falls_in_training(synth_ds):
     assert after < 0.5 * before, (before, after)
 
 
-def test_infonce_critic_ranks_correlated_pairs_above_shuffled():
+def test_source_decoder_scores_informative_changes_above_uninformative_ones():
+    """DPW's MI estimate: trained by the Gaussian NLL of the real source given the stream's change, it scores a change
+    that determines the source (c = A z + noise) above one that carries nothing of it (c independent of z, marked by
+    an offset, as a stream that attended to the "missing" prompt is), per sample and without the source at inference."""
     g = torch.Generator().manual_seed(0)
-    d, n = 8, 128
-    A = torch.randn(d, d, generator=g)
+    d, n = 8, 256
+    A = torch.linalg.qr(torch.randn(d, d, generator=g))[0]
 
-    def pairs(k):
-        q = torch.randn(k, d, generator=g)
-        return q, q @ A + 0.3 * torch.randn(k, d, generator=g)
+    def pairs(k, informative):
+        z = torch.nn.functional.layer_norm(torch.randn(k, d, generator=g), (d,))
+        c = z @ A + 0.3 * torch.randn(k, d, generator=g) if informative else torch.randn(k, d, generator=g) + 3 * A[0]
+        return c, z
 
-    critic = BilinearCritic(d)
-    q, c = pairs(n)
-    assert torch.equal(critic(q, c), torch.zeros(n))  # W = 0 at init: no preference, DPW weights exactly 1/2
-    opt = torch.optim.Adam(critic.parameters(), lr=0.05)
-    for _ in range(150):
-        q, c = pairs(n)
-        loss = critic.infonce(q, c)
+    dec = SourceDecoder(d)
+    c, _ = pairs(4, True)
+    assert torch.equal(dec.score(c), torch.zeros(4))  # zero at init: DPW weights exactly 1/2
+    opt = torch.optim.Adam(dec.parameters(), lr=0.02)
+    for _ in range(300):
+        half = [pairs(n // 2, True), pairs(n // 2, False)]
+        c, z = torch.cat([h[0] for h in half]), torch.cat([h[1] for h in half])
+        loss = dec.nll(c, z)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    q, c = pairs(512)  # fresh samples
     with torch.no_grad():
-        pos = critic(q, c)
-        neg = critic(q, c[torch.randperm(512, generator=g)])
-        bound = math.log(n) - float(critic.infonce(*pairs(n)))
-    assert pos.mean() > neg.mean() + 1.0, (pos.mean(), neg.mean())
-    assert (pos > neg).float().mean() > 0.9
-    assert bound > 1.0  # the InfoNCE lower bound on I(q; c), in nats
+        good, bad = dec.score(pairs(512, True)[0]), dec.score(pairs(512, False)[0])
+    assert good.mean() > bad.mean() + 0.5, (good.mean(), bad.mean())
+    assert (good[:, None] > bad[None]).float().mean() > 0.9  # AUC of the score for "informative"
+    assert bad.abs().mean() < 0.3  # an uninformative change: about the marginal variance, ~0 nats
 
 
 def test_zero_initialised_modules_start_as_the_plain_model(synth_ds):
@@ -418,11 +420,10 @@ def short_runs(synth_ds):
 
 
 def test_both_train_well_below_the_mean_predictor(short_runs):
-    """Measured with ``python -m mmsa_core train --config {promma,mplmm}_default`` (seeds 1111-1113),
-    test MAE averaged over eta = 0..0.9 / over the 7 modes: ProMMA 1.043 / 1.060 / 1.085 and 1.122 / 1.128 / 1.159,
-    MPLMM-style 1.056 / 1.058 / 1.070 and 1.130 / 1.126 / 1.142, the mean predictor 1.421. ProMMA is ahead on one
-    seed and behind on two (means 1.063 vs 1.061, 1.136 vs 1.133): no win on this short run. So we assert what
-    holds on every seed: both learn (well below the mean predictor) and neither is far behind the other."""
+    """Both learn (well below the mean predictor) and neither is far behind the other. (The 3-seed comparison on
+    both testbed variants, with every ablation row, is measured by mechanisms_promma into mechanisms.json; the
+    numbers once quoted here were of the pre-testbed data and of the old modules.) The run's wall time is printed
+    by the fixture, never asserted (tests do not pass or fail on wall-clock time)."""
     mp = short_runs["mean_predictor"]
     for name in ("promma", "mplmm"):
         for k in ("eta", "modes"):
@@ -431,6 +432,57 @@ def test_both_train_well_below_the_mean_predictor(short_runs):
         assert abs(short_runs["promma"][k] - short_runs["mplmm"][k]) < 0.1, short_runs
 
 
-def test_default_trains_fast(short_runs):
-    """Both stages of the embedded default train in well under a minute (1 thread here; generous bound for busy CI)."""
-    assert short_runs["pretrain_s"] + short_runs["promma_adapt_s"] < 60, short_runs
+
+# ------------------------------------------------------------------ host-device synchronisation
+
+class _NoHostReads:
+    """Within the block, a Python-level read of a tensor's value (``bool()``, ``.item()``, ``.tolist()``,
+    ``.nonzero()``, ``.any()``/``.all()`` turned into a bool, boolean-mask indexing) raises: each is a host-device
+    synchronisation on a GPU. ATen's own internal checks are not Python calls and are not seen."""
+
+    def __enter__(self):
+        T = torch.Tensor
+        self.saved = {k: getattr(T, k) for k in ("__bool__", "item", "tolist", "nonzero", "__getitem__", "__index__")}
+
+        def refuse(name):
+            def f(*a, **k):
+                raise AssertionError(f"host read of a tensor: Tensor.{name}")
+            return f
+
+        getitem = self.saved["__getitem__"]
+
+        def checked_getitem(t, idx):
+            parts = idx if isinstance(idx, tuple) else (idx,)
+            if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+                raise AssertionError("boolean-mask indexing (its size is data dependent)")
+            return getitem(t, idx)
+
+        for k in ("__bool__", "item", "tolist", "nonzero", "__index__"):
+            setattr(T, k, refuse(k))
+        T.__getitem__ = checked_getitem
+        return self
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            setattr(torch.Tensor, k, v)
+
+
+def test_forward_reads_no_tensor_on_the_host(synth_ds):
+    """ProMMA's training forward (teacher pseudo labels, every loss) and its eval forward, both stages, read no tensor
+    value on the host: on a GPU no step waits for the device (issue 14, finding 9). The old code failed this on its
+    ``bool(self.phase)``, ``.any()``, ``nonzero()`` and ``logit[missing]``."""
+    model = _activate(_model(synth_ds, ProMMAConfig()))
+    model.start_adapt()
+    b = _batch(synth_ds, n=14)
+    for train in (True, False):
+        model.train(train)
+        with _NoHostReads():
+            out = model(b)
+            total = sum(out.losses.values())
+        if train:
+            assert {"mme", "gen", "mi", "orth", "sentiment"} <= set(out.losses), out.losses.keys()
+            with _NoHostReads():
+                total.backward()
+    model.start_pretrain()
+    with _NoHostReads():
+        model(b)

@@ -36,7 +36,7 @@ from .grid import (REFERENCE_GRID, REFERENCE_GRIDS, grid_findings, mechanism_tab
 from .lnln import (LNLN_ABLATIONS, ablation_switches, attention_summary, completeness_scores, hyper_attention,
                    lnln_ablation, lnln_diagnostics, lnln_parts, one_modality_sweep, reconstruction_crossover,
                    reconstruction_curves, spearman, training_trace)
-from .promma import (PAIR_NAMES, PROMMA_VARIANTS, dpw_weights, imputation_compare, infonce_history, initial_model,
+from .promma import (PAIR_NAMES, PROMMA_VARIANTS, dpw_weights, imputation_compare, initial_model,
                      loss_history, mme_decisions, mpdc_table, orth_table, orth_terms, prompt_cosines, prompt_norms,
                      prompt_points, promma_variant, same_pretrained_backbone, stage_history, stage_model, stages_table)
 from .runs import (NOT_TRAINING_CODE, TrainedRun, code_fingerprint, config, data_config, dataset_family, hub_models,

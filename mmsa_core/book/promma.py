@@ -19,14 +19,7 @@ from .tables import PERCENT_PREFIXES, acc2_name
 # ------------------------------------------------------------- the variants and the two stages (chapters 3-5)
 # The ablation of chapters 3-5: name -> (model, model_config overrides). Every chapter trains a variant through
 # :func:`promma_variant`, so identical arguments give identical config hashes and the runs are shared.
-PROMMA_VARIANTS = {
-    "ProMMA": ("promma", {}),
-    "without MME": ("promma", {"use_mme": False}),
-    "without MPD": ("promma", {"use_mpd": False}),
-    "without DPW": ("promma", {"use_dpw": False}),
-    "without MPDC": ("promma", {"use_mpdc": False}),
-    "MPLMM-style": ("mplmm", {}),
-}
+from ..mechanisms_promma import ABLATION as PROMMA_VARIANTS  # noqa: E402 - one ablation list, shared
 _SHORT = {"text": "l", "audio": "a", "vision": "v"}
 
 
@@ -312,18 +305,6 @@ def dpw_weights(run: TrainedRun, split: str = "test") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def infonce_history(run: TrainedRun) -> pd.DataFrame:
-    """Per epoch of the adapt stage: the InfoNCE loss of the DPW critics (mean over the six streams and the epoch's
-    batches) and the lower bound on the mutual information it gives, log B - L_NCE, in nats (B = the batch size;
-    the last, smaller batch of an epoch makes this an approximation)."""
-    h = loss_history(run, "mi")
-    B = run.config.train.batch_size
-    h = h.rename(columns={"mi": "L_NCE"})
-    h["log B"] = float(np.log(B))
-    h["bound log B - L_NCE (nats)"] = h["log B"] - h["L_NCE"]
-    return h.set_index("epoch").round(4) + 0.0
-
-
 def mpdc_table(run: TrainedRun, eta: float = 0.7, n: int = 64) -> pd.DataFrame:
     """The MPDC gates g after training, one row per (memory encoder, layer), and the gradient of the sentiment loss
     with respect to each gate on ``n`` training samples under protocol B at ``eta`` (eval mode, on a copy of the
@@ -339,15 +320,16 @@ def mpdc_table(run: TrainedRun, eta: float = 0.7, n: int = 64) -> pd.DataFrame:
     net.zero_grad(set_to_none=True)
     with preserved_rng():
         net(b).losses["sentiment"].backward()
-    g, grad = net.mpdc_gate.detach().cpu(), net.mpdc_gate.grad
-    grad = torch.zeros_like(g) if grad is None else grad.detach().cpu()
+    scale = net.cfg.mpdc_gate_scale  # g = scale x the parameter: dL/dg = dL/dparameter / scale
+    g, grad = net.mpdc_gates().detach().cpu(), net.mpdc_gate.grad
+    grad = torch.zeros_like(g) if grad is None else grad.detach().cpu() / scale
     rows = [{"memory encoder": f"{m} ({_SHORT[m]})", "layer": j + 1, "gate g": float(g[i, j]),
              "dL/dg on a training batch": float(grad[i, j])}
             for i, m in enumerate(missing.MODALITIES) for j in range(g.shape[1])]
     return pd.DataFrame(rows).set_index(["memory encoder", "layer"]).round(6) + 0.0
 
 
-__all__ = ["PAIR_NAMES", "PROMMA_VARIANTS", "dpw_weights", "imputation_compare", "infonce_history", "initial_model",
+__all__ = ["PAIR_NAMES", "PROMMA_VARIANTS", "dpw_weights", "imputation_compare", "initial_model",
            "loss_history", "mme_decisions", "mpdc_table", "orth_table", "orth_terms", "promma_variant",
            "prompt_cosines", "prompt_norms", "prompt_points", "same_pretrained_backbone", "stage_history",
            "stage_model", "stages_table"]

@@ -26,6 +26,11 @@ Backbone (MulT-style, **MPLMM**)
   - **ours**: each memory encoder is pooled by a masked mean over its own valid positions (``pool="mean"``).
     ``pool="last"`` takes the last valid step instead. Prompt slots are never pooled. MPLMM takes the last step,
     which is its last missing-type prompt token.
+  - **ours**: each attention head is at least 8 wide and a multiple of 8 (``head_width``), so that the fused SDPA
+    kernels run in half precision; with MPLMM's d = 30 and 5 heads that is 8 (memory encoders: 16) instead of 6
+    (12). The model widths stay MPLMM's.
+  - **ours**: the forward pass reads no tensor value on the host (no ``.any()``, ``nonzero()``, boolean-mask
+    indexing or ``bool(buffer)``): masked sums replace selections, so a GPU step never waits for the device.
   - **ours**: protocol A drops text tokens by writing [UNK] with zero features. Such a token is masked like a
     dropped frame, so a genuine [UNK] in the source text is masked too.
   - **ours**: a present modality with no valid position at all is treated as missing.
@@ -49,16 +54,20 @@ MPLMM prompts (**MPLMM**, all used in the adapt stage)
 Missing Modality Evaluator (MME)
   - **paper**: at the input stage, MME judges how important a missing modality is, using the pretrained model and
     pseudo labels, so that low-quality imputation is avoided.
-  - **ours**: the evaluator is an MLP over (pooled present projected features, missing-mode one-hot) and gives
-    s_m in (0, 1) for each modality. Its inputs are detached, so the BCE loss trains only the evaluator.
-  - **ours**: pseudo labels come from the FROZEN stage-1 backbone, run on three kinds of input. (1) The complete
-    input. (2) Every missing modality left absent, i.e. the learned "missing" prompt alone. (3) Missing modality m
-    replaced by its stand-in (generated + "missing" prompt) while the other missing modalities stay absent. The
-    label is 1 when (3) is strictly closer to (1) than (2) is, else 0. The soft variant is
-    sigmoid(error reduction / T). The runs go through the frozen model as one batch, each over only the samples
-    it concerns.
+  - **ours**: the evaluator is an MLP over (pooled present projected features, pooled generated stand-ins of the
+    missing modalities, missing-mode one-hot) and gives s_m in (0, 1) for each modality and SAMPLE: it sees the
+    stand-in it judges. Its inputs are detached, so the BCE loss trains only the evaluator.
+  - **ours**: pseudo labels come from the FROZEN stage-1 backbone (the teacher), in the teacher's own input space,
+    on three kinds of input. (1) The complete input. (2) Every missing modality absent: a zero sequence, which
+    the teacher has learned on, since stage 1 trains under protocol B at ``pretrain_eta`` = 0.5. (3) Missing
+    modality m replaced by its stand-in (the generated features, which the generation loss pulls towards the real
+    projected ones) while the other missing modalities stay absent. So the teacher sees in training the inputs it
+    judges: real, absent, and stand-ins of the real. The label is 1 when (3) is strictly closer to (1) than (2)
+    is, else 0. The soft variant is sigmoid(error reduction / T). The five runs (complete, all absent, l, a, v
+    stood in) go through the teacher as one batch of 5B.
   - **ours**: the stand-in is gated by s_m: hard (s_m >= 0.5) by default, or soft (multiply by s_m). The gate is
-    detached, so only BCE trains the evaluator.
+    detached, so only BCE trains the evaluator. ``mme_gate="always"`` / ``"never"`` override the evaluator (every
+    stand-in used, as MPLMM; none used), to compare one trained model's decisions with both.
   - **ours**: training uses the evaluator's own gate, as at inference (``mme_train_gate="evaluator"``). Gating by
     the pseudo label (``"label"``, teacher forcing) is an option, but such labels are computed from the hidden
     modality, so that gate leaks it into training predictions. On the embedded default this measurably hurt
@@ -77,40 +86,52 @@ Modality-invariant Prompt Disentanglement (MPD)
 Dynamic Prompt Weighting (DPW)
   - **paper**: DPW computes mutual-information-based weights from the cross-attention outputs, to suppress
     interference from missing modalities.
-  - **ours**: each of the six streams gets a bilinear critic f(q, c) = 10 · q̂ᵀ W ĉ on L2-normalised pooled
-    features, with q the target's pooled query input (masked mean) and c the pooled crossmodal output. The critics
-    are trained by InfoNCE with in-batch negatives, on detached inputs. The fixed factor 10 (``dpw_critic_scale``)
-    is an inverse temperature, as for cosine similarities.
-  - **ours**: a sample's weight score is f(q_i, c_i). This is the pointwise MI estimate up to the query's
-    normaliser, and it does not depend on the rest of the batch, so a sample's prediction does not either.
-  - **ours**: the weights are a per-sample softmax over the two scores (temperature τ). They are detached, so the
-    sentiment loss does not train the critics. They scale the two streams by 2w, so equal weights reproduce the
-    unweighted backbone. W starts at 0, so at init w = (1/2, 1/2) exactly.
+  - **ours**: the MI is estimated on what the source ADDS: c_{t<-s}, the sum over the crossmodal layers of the
+    cross-attention outputs (what the source wrote into the target's residual stream), pooled over the target's
+    valid positions. The crossmodal output itself also holds the target through the residual, so an estimate on it
+    could score a stream from the target alone.
+  - **ours**: the MI is between c_{t<-s} and the REAL source z_s (its pooled projected features, layer-normed),
+    estimated by Barber and Agakov's variational bound with a Gaussian decoder q(z_s | c) per stream
+    (``SourceDecoder``), trained by its negative log-likelihood where the real source is known (training batches
+    carry the complete input), on detached inputs (λ_mi weights that loss). The per-sample score is the
+    information the decoder claims, -1/2 mean log sigma^2(c) nats per dimension: it needs no z_s at inference
+    and does not depend on the rest of the batch. A stream whose source is missing carries only what its stand-in
+    recovers of the real source, so its score falls with the stand-in's quality.
+  - **ours**: the weights are a per-sample softmax over the two scores of a target (temperature τ = 0.25). They
+    scale the two streams by 2w, so equal weights reproduce the unweighted backbone. The decoders' last layer
+    starts at 0, so at init w = (1/2, 1/2) exactly. Their output is multiplied by a fixed 10
+    (``dpw_decoder_scale``), which lets them learn within a short run.
+  - **ours**: ``dpw_task_gate=True`` adds to each score a linear function of the unit-length change, trained by the
+    task loss through the weights (off by default: the weights are then the MI estimate alone).
 
 Multi-level Prompt Dynamic Connection (MPDC)
   - **paper**: MPDC integrates shared prompts with the self-attention outputs through residual connections at
     multiple levels.
-  - **ours**: before every memory-encoder layer l, every prompt slot (the L_p MPD slots and the L_p missing-type
-    slots) gets + g_{m,l} · P_s token by token. g is a learned gate per (memory encoder, layer), initialised to 0.
-    Adding it before the layer (not after) lets every gate, the last one included, reach the pooled positions of the
-    crossmodal streams through that layer's attention; added after the last layer, it would reach nothing the head reads.
+  - **ours**: in every layer l of each memory encoder (at least two in every preset), the self-attention output
+    in the residual stream, x + SA(x), gets + g_{m,l} · LN(read(P_s)) at every position, before the layer's
+    feed-forward block. read(P_s) is a parameter-free attention of each position over the L_p tokens of the
+    shared prompt P_s (layer-normed queries, keys and values): the global prompt prior, as each position sees it.
+    g is a learned gate per (memory encoder, layer), initialised to 0 so training starts from the plain model, and
+    parametrised as 10 x a parameter (``mpdc_gate_scale``) so that it can move within a short run.
 
 Training (two stages through :meth:`ProMMA.stages`)
   - **paper**: "pretrained models".
-  - **ours**: stage 1, "pretrain", trains the plain backbone (no prompts, no modules) on complete data of the same
-    dataset (protocol B, eta = 0). If this stage-1 model ever meets a missing modality (only at evaluation), it sees
-    a zero sequence with positions.
+  - **ours**: stage 1, "pretrain", trains the plain backbone (no prompts, no modules) on the same dataset under
+    protocol B at ``pretrain_eta`` (0.5 in the presets; 0 = complete data only, as MPLMM pretrains), selected at the
+    same eta. A missing modality is a zero sequence with positions. Every variant, the MPLMM-style baseline
+    included, shares this stage, so the ablation differs in stage 2 only.
   - **ours**: stage 2, "adapt", trains under protocol B (eta = 0.7), or under protocol A when the run's
     train.protocol is "A".
   - **MPLMM**: when adapting, the pretrained encoders and the residual block stay frozen, and only the input
     projections, the output layer and the prompts train.
   - **ours**: we keep that freezing and the stage-1 weights of the projections and head (MPLMM re-initialises them
     because it pretrains on another dataset). ``adapt_trainable`` changes which backbone parts train.
-  - **ours** (our spec): Loss = MSE + λ_orth L_orth + λ_mme BCE + λ_mi InfoNCE + λ_gen MSE(generated, real
-    projected features). ``ModelOutput.losses`` holds the weighted terms.
+  - **ours** (our spec): Loss = MSE + λ_orth L_orth + λ_mme BCE + λ_mi NLL(DPW decoders) + λ_gen MSE(generated,
+    real projected features). ``ModelOutput.losses`` holds the weighted terms.
   - **ours**: the generation MSE is computed only where the real modality is known (``batch.complete``): for
     missing modalities, over the complete input's valid positions, against the current projection (detached).
-  - **ours**: the auxiliary losses are computed in training mode only.
+  - **ours**: the auxiliary losses are computed in training mode only. Under protocol A nothing is missing, so
+    the adapt stage snapshots no teacher and computes no pseudo labels.
   - **MPLMM**: MPLMM has no generation loss, so the "mplmm" baseline sets λ_gen = 0.
 """
 
@@ -119,6 +140,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -145,7 +167,7 @@ class ProMMAConfig:
     dim: int = 16  # d: width of the projected sequences and crossmodal encoders; memory encoders use 2d
     heads: int = 2  # attention heads (d and 2d must be divisible by it)
     cross_depth: int = 1  # layers per crossmodal encoder
-    mem_depth: int = 1  # layers per memory (self-attention) encoder
+    mem_depth: int = 2  # layers per memory (self-attention) encoder: MPDC connects P_s at each of them
     mlp_ratio: int = 2  # feed-forward width = mlp_ratio x width
     dropout: float = 0.1  # attention and feed-forward dropout
     # attention-probability dropout alone (None: ``dropout``). 0 lets the CPU take the fused attention kernel, which
@@ -162,14 +184,19 @@ class ProMMAConfig:
     use_mpd: bool = True
     use_dpw: bool = True
     use_mpdc: bool = True
-    mme_gate: str = "hard"  # inference: "hard" (stand-in iff s_m >= mme_threshold) or "soft" (stand-in x s_m)
+    # "hard" (stand-in iff s_m >= mme_threshold), "soft" (stand-in x s_m); "always" / "never" override the evaluator
+    # (every stand-in used, as MPLMM; none used): the book's comparisons of one trained model's decisions
+    mme_gate: str = "hard"
     mme_threshold: float = 0.5
     mme_soft_labels: bool = False  # pseudo labels sigmoid(error reduction / mme_temperature) instead of 0/1
     mme_temperature: float = 0.1  # in label units
     mme_hidden: int = 32
     mpd_rank: int = 2  # r of the private parts U_m V_mᵀ
-    dpw_temperature: float = 1.0  # τ of the per-sample softmax over the two critic scores
-    dpw_critic_scale: float = 10.0  # fixed inverse temperature of the cosine-type bilinear critics
+    dpw_temperature: float = 0.25  # τ of the per-sample softmax over the two MI scores (nats per dimension)
+    dpw_decoder_scale: float = 10.0  # fixed multiplier of the MI decoders' output (a short run must train them)
+    dpw_task_gate: bool = False  # also add a task-trained score of the cross-attention change (see DPW)
+    dpw_gate_scale: float = 10.0  # fixed scale of that score on the unit-length change
+    mpdc_gate_scale: float = 10.0  # g = scale x raw parameter, so a gate moves within a short run (see MPDC)
     mme_train_gate: str = "evaluator"  # training gate: the evaluator's decision (as at inference) or "label"
     # loss weights (a term is computed only when its module is on and its weight is > 0)
     lambda_orth: float = 0.1
@@ -177,6 +204,9 @@ class ProMMAConfig:
     lambda_mi: float = 0.1
     lambda_gen: float = 0.1
     # the two stages (None = the run's TrainConfig value)
+    # protocol-B eta of stage 1: the backbone, which is MME's teacher, also learns on absent modalities (zeros), so
+    # that it has seen the inputs it judges; 0 = complete data only (MPLMM's pretraining)
+    pretrain_eta: float = 0.5
     pretrain_epochs: int | None = None
     adapt_epochs: int | None = None
     pretrain_lr: float | None = None
@@ -234,44 +264,67 @@ def sinusoid(length: int, dim: int) -> torch.Tensor:
 
 def mme_targets(y_full, y_gen, y_abs, soft: bool = False, temperature: float = 0.1) -> torch.Tensor:
     """MME pseudo labels from the frozen backbone's three predictions: 1 where the generated stand-in brings the
-    prediction strictly closer to the complete-input prediction than leaving the modality absent, else 0; the soft
-    variant is sigmoid(error reduction / temperature)."""
+    prediction closer to the complete-input prediction than leaving the modality absent, by more than a tie
+    (1e-6 label units: identical inputs in different rows of one batch may differ in the last bits), else 0; the
+    soft variant is sigmoid(error reduction / temperature)."""
     gain = (y_abs - y_full).abs() - (y_gen - y_full).abs()  # error reduction by the stand-in
-    return torch.sigmoid(gain / temperature) if soft else (gain > 0).to(y_full.dtype)
+    return torch.sigmoid(gain / temperature) if soft else (gain > 1e-6).to(y_full.dtype)
+
+
+def head_width(width: int, heads: int) -> int:
+    """Per-head width: width / heads rounded up to a multiple of 8, the smallest the fused (flash and
+    memory-efficient) SDPA kernels take in half precision. MPLMM's d = 30 with 5 heads gives 6 (8 here), and 12 for
+    its memory encoders (16 here); the model widths stay MPLMM's, only the inner attention width grows."""
+    return -(-width // heads // 8) * 8 if width % (heads * 8) else width // heads
 
 
 class CrossmodalEncoder(nn.Module):
-    """Target attends to source at every layer (MulT); the source is not updated."""
+    """Target attends to source at every layer (MulT); the source is not updated. Also returns the sum of the
+    cross-attention outputs over the layers: what the source wrote into the target's residual stream (DPW)."""
 
     def __init__(self, dim, depth, heads, mlp_dim, dropout, attn_dropout=None):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim // heads, mlp_dim, dropout, attn_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, head_width(dim, heads), mlp_dim, dropout, attn_dropout)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x, ctx, ctx_mask):
         # x: (B, Lt, d) target; ctx: (B, Ls, d) source; ctx_mask: (B, Ls) bool, at least one True per row
-        for layer in self.layers:
-            x = layer(x, ctx=ctx, ctx_mask=ctx_mask)
-        return self.norm(x)  # (B, Lt, d)
+        change = torch.zeros_like(x)
+        for layer in self.layers:  # TransformerLayer.forward, written out to keep the attention output
+            a = layer.attn(x, ctx, ctx, ctx_mask)  # (B, Lt, d)
+            change = change + a
+            x = x + a
+            x = x + layer.ff(x)
+        return self.norm(x), change  # (B, Lt, d) each
+
+
+def prompt_read(x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """MPDC's read-out of the global prompt prior: every position of ``x`` (B, T, E) attends to the L_p tokens of
+    ``prior`` (L_p, E), without parameters (layer-normed queries, keys and values), and the read-out is layer-normed
+    too, so that a gate g adds g times a unit-scale vector whatever the size of P_s -> (B, T, E)."""
+    E = x.shape[-1]
+    kv = F.layer_norm(prior, (E,))[None].expand(x.shape[0], -1, -1)  # (B, L_p, E)
+    return F.layer_norm(F.scaled_dot_product_attention(F.layer_norm(x, (E,)), kv, kv), (E,))  # (B, T, E)
 
 
 class MemoryEncoder(nn.Module):
-    """Self-attention encoder; with ``residual`` and ``gates`` (MPDC) it adds gates[l] * residual to the input of
-    layer l, so every gate reaches the pooled positions through that layer's attention."""
+    """Self-attention encoder. With ``prior`` and ``gates`` (MPDC), the self-attention output of layer l gets the
+    residual + gates[l] * prompt_read(., prior) at every position before the layer's feed-forward block."""
 
     def __init__(self, dim, depth, heads, mlp_dim, dropout, attn_dropout=None):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerLayer(dim, heads, dim // heads, mlp_dim, dropout, attn_dropout)
+        self.layers = nn.ModuleList(TransformerLayer(dim, heads, head_width(dim, heads), mlp_dim, dropout, attn_dropout)
                                     for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x, mask, residual=None, gates=None):
-        # x: (B, T, E); mask: (B, T) bool; residual: (1, T, E) zero outside the prompt slots; gates: (depth,)
-        for i, layer in enumerate(self.layers):
-            if residual is not None:
-                x = x + gates[i] * residual  # (B, T, E): the prompt slots get g_l * P_s before layer l
-            x = layer(x, mask)
+    def forward(self, x, mask, prior=None, gates=None):
+        # x: (B, T, E); mask: (B, T) bool; prior: (L_p, E) the shared prompt P_s; gates: (depth,)
+        for i, layer in enumerate(self.layers):  # TransformerLayer.forward, written out for the MPDC residual
+            x = x + layer.attn(x, x, x, mask)  # the self-attention output, in the residual stream
+            if prior is not None:
+                x = x + gates[i] * prompt_read(x, prior)  # MPDC at level l
+            x = x + layer.ff(x)
         return self.norm(x)  # (B, T, E)
 
 
@@ -314,28 +367,36 @@ class PromptGenerator(nn.Module):
         return out
 
 
-class BilinearCritic(nn.Module):
-    """f(q, c) = scale · q̂ᵀ W ĉ on L2-normalised inputs; trained by InfoNCE with in-batch negatives. W starts
-    at 0; the fixed ``scale`` (an inverse temperature, as for cosine similarities) lets logits of unit vectors
-    grow large enough for InfoNCE within a short run."""
+class SourceDecoder(nn.Module):
+    """DPW's variational MI estimator for one stream (Barber and Agakov's bound): a Gaussian q(z | c) over the
+    source's real pooled features z (layer-normed: unit scale for every source) given c, the pooled change that
+    the cross-attention wrote into the target (what the source added). Trained by the Gaussian NLL where the real
+    source is known (training batches carry the complete input). I(c; z) >= H(z) - E[-log q(z | c)], and the
+    entropy of q itself, -1/2 log sigma^2(c) per dimension up to a constant, is the per-sample estimate:
+    high when the stream pins down the real source, low when it carries nothing of it (an absent or useless
+    stand-in). It needs no z at inference and does not depend on the rest of the batch."""
 
     def __init__(self, dim, scale: float = 10.0):
         super().__init__()
-        self.scale = scale
-        self.weight = nn.Parameter(torch.zeros(dim, dim))
+        self.scale = scale  # fixed multiplier of the head's output, so that it learns within a short run
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 2 * dim)  # -> (mean, log variance), zero at init: every score starts equal
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
-    def logits(self, q, c):
-        # q, c: (B, d) -> (B, B) with [i, j] = f(q_i, c_j)
-        return self.scale * F.normalize(q, dim=-1) @ self.weight @ F.normalize(c, dim=-1).T
+    def forward(self, c):
+        # c: (B, d) -> mean (B, d), log variance (B, d) in (-6, 6)
+        mu, logvar = (self.scale * self.head(self.norm(c))).chunk(2, -1)
+        return mu, 6.0 * torch.tanh(logvar / 6.0)
 
-    def forward(self, q, c):
-        # q, c: (B, d) -> (B,) f(q_i, c_i): the pointwise score of each sample's own pair
-        return self.scale * ((F.normalize(q, dim=-1) @ self.weight) * F.normalize(c, dim=-1)).sum(-1)
+    def score(self, c):
+        """(B,) the per-sample information estimate, -1/2 mean log sigma^2(c), in nats per dimension."""
+        return -0.5 * self(c)[1].mean(-1)
 
-    def infonce(self, q, c):
-        """InfoNCE loss (cross-entropy of the positives among the batch); the MI lower bound is log B - loss."""
-        logits = self.logits(q, c)  # (B, B)
-        return F.cross_entropy(logits, torch.arange(len(q), device=q.device))
+    def nll(self, c, z):
+        """Mean Gaussian negative log-likelihood (up to a constant) of the real source features ``z`` (B, d)."""
+        mu, logvar = self(c)
+        return 0.5 * (logvar + (z - mu).pow(2) * torch.exp(-logvar)).mean()
 
 
 class ProMMA(nn.Module):
@@ -343,10 +404,10 @@ class ProMMA(nn.Module):
         super().__init__()
         self.cfg, self.spec = cfg, spec
         d, E = cfg.dim, 2 * cfg.dim
-        if d % cfg.heads or cfg.pool not in ("mean", "last") or cfg.mme_gate not in ("hard", "soft") \
+        if d % cfg.heads or cfg.pool not in ("mean", "last") or cfg.mme_gate not in ("hard", "soft", "always", "never") \
                 or cfg.mme_train_gate not in ("label", "evaluator"):
             raise ValueError(f"ProMMA: need dim % heads == 0 (got {d}, {cfg.heads}), pool in mean/last "
-                             f"(got {cfg.pool!r}), mme_gate in hard/soft (got {cfg.mme_gate!r}), "
+                             f"(got {cfg.pool!r}), mme_gate in hard/soft/always/never (got {cfg.mme_gate!r}), "
                              f"mme_train_gate in label/evaluator (got {cfg.mme_train_gate!r})")
         lens = (spec.text_len, spec.audio_len, spec.vision_len)
         self.lens = lens
@@ -369,8 +430,12 @@ class ProMMA(nn.Module):
         for k, (pt, pa, pv) in enumerate(MODES):
             lut[4 * pt + 2 * pa + pv] = k
         self.register_buffer("mode_lut", lut, persistent=False)
-        # 0 = pretrain (plain backbone), 1 = adapt (prompts and modules); saved with the weights
+        self.register_buffer("mode_code", torch.tensor([4, 2, 1]), persistent=False)  # presence bits -> lut index
+        # 0 = pretrain (plain backbone), 1 = adapt (prompts and modules); saved with the weights. ``forward`` reads
+        # the Python copy ``_adapt`` (reading a GPU buffer would synchronise), kept in step by set_phase and on load.
         self.register_buffer("phase", torch.tensor(1))
+        self._adapt = True
+        self.register_load_state_dict_post_hook(lambda module, _: module.set_phase(int(module.phase)))
         # --- MPLMM prompts and ProMMA modules, drawn from a forked RNG: the global RNG stream after __init__
         # depends on the backbone alone, so one seed gives ProMMA, the baseline and every ablation the same
         # stage-1 training (same initial backbone, same dropout masks), and the same prompts ---
@@ -382,8 +447,8 @@ class ProMMA(nn.Module):
             self.type_prompt = nn.Parameter(torch.randn(3, Lp, d))  # (3, L_p, d), one per memory encoder
             self.type_mix = nn.ParameterList(nn.Parameter(torch.randn(L, E) / math.sqrt(L)) for L in lens)  # (L_m, 2d)
             # --- ProMMA modules ---
-            if cfg.use_mme:
-                self.evaluator = nn.Sequential(nn.Linear(3 * d + N_MODES, cfg.mme_hidden), nn.GELU(),
+            if cfg.use_mme:  # reads the pooled present features, the pooled stand-ins and the missing mode
+                self.evaluator = nn.Sequential(nn.Linear(6 * d + N_MODES, cfg.mme_hidden), nn.GELU(),
                                                nn.Linear(cfg.mme_hidden, 3))
             if cfg.use_mpd or cfg.use_mpdc:
                 self.shared_prompt = nn.Parameter(torch.randn(Lp, E) * 0.02)  # P_s: (L_p, 2d)
@@ -391,7 +456,10 @@ class ProMMA(nn.Module):
                 self.private_u = nn.Parameter(torch.randn(3, Lp, cfg.mpd_rank) * 0.02)  # U_m: (L_p, r)
                 self.private_v = nn.Parameter(torch.randn(3, E, cfg.mpd_rank) * 0.02)  # V_m: (2d, r)
             if cfg.use_dpw:
-                self.critic = nn.ModuleList(BilinearCritic(d, cfg.dpw_critic_scale) for _ in PAIRS)
+                self.critic = nn.ModuleList(SourceDecoder(d, cfg.dpw_decoder_scale) for _ in PAIRS)
+                if cfg.dpw_task_gate:  # one linear score per stream on its pooled cross-attention change, 0 at init
+                    self.dpw_gate_w = nn.Parameter(torch.zeros(len(PAIRS), d))
+                    self.dpw_gate_b = nn.Parameter(torch.zeros(len(PAIRS)))
             if cfg.use_mpdc:
                 self.mpdc_gate = nn.Parameter(torch.zeros(3, cfg.mem_depth))  # g_{m,l}, 0 at init
         object.__setattr__(self, "_teacher", None)  # frozen stage-1 copy for MME pseudo labels (not in state_dict)
@@ -413,9 +481,13 @@ class ProMMA(nn.Module):
 
     def mode_of(self, present: torch.Tensor) -> torch.Tensor:
         """(B, 3) bool -> (B,) missing-mode index of :data:`mmsa_core.missing.MODES`."""
-        return self.mode_lut[(present.long() * torch.tensor([4, 2, 1], device=present.device)).sum(1)]
+        return self.mode_lut[(present.long() * self.mode_code).sum(1)]
 
     # ------------------------------------------------------------------ prompts and modules
+    def mpdc_gates(self) -> torch.Tensor:
+        """(3, mem_depth) the effective MPDC gates g_{m,l} = mpdc_gate_scale x the parameter."""
+        return self.cfg.mpdc_gate_scale * self.mpdc_gate
+
     def private_delta(self) -> torch.Tensor:
         return torch.einsum("mpr,mer->mpe", self.private_u, self.private_v)  # D_m = U_m V_mᵀ: (3, L_p, 2d)
 
@@ -450,19 +522,25 @@ class ProMMA(nn.Module):
         B = x[0].shape[0]
         h = [self.embed_drop(x[m] + self.pos[: x[m].shape[1]].to(x[m].dtype)) for m in range(3)]  # (B, L_m, d)
         # 1. six crossmodal encoders: target t attends to source s
-        c = {(t, s): self.cross[f"{SHORT[t]}{SHORT[s]}"](h[t], h[s], kmask[s]) for t, s in PAIRS}  # (B, L_t, d)
+        cx = {(t, s): self.cross[f"{SHORT[t]}{SHORT[s]}"](h[t], h[s], kmask[s]) for t, s in PAIRS}
+        c = {k: v[0] for k, v in cx.items()}  # (B, L_t, d) crossmodal outputs
         aux = {}
-        # 2. DPW: per target, weights over its two streams from the critics' pointwise MI scores
+        # 2. DPW: per target, weights over its two streams from the MI between what each source added (the pooled
+        # cross-attention change) and the REAL source, optionally plus a task-trained score of that change
         scale = {k: 1.0 for k in PAIRS}
         if prompts and cfg.use_dpw:
-            q = [masked_mean(h[t], kmask[t]) for t in range(3)]  # (B, d) pooled query input
-            p = {k: masked_mean(c[k], kmask[k[0]]) for k in PAIRS}  # (B, d) pooled crossmodal output
-            score = torch.stack([self.critic[i](q[t], p[t, s]) for i, (t, s) in enumerate(PAIRS)], 1)  # (B, 6)
-            w = torch.softmax(score.detach().view(B, 3, 2) / cfg.dpw_temperature, -1)  # (B, 3, 2), rows sum to 1
+            delta = torch.stack([masked_mean(cx[k][1], kmask[k[0]]) for k in PAIRS], 1)  # (B, 6, d) change, pooled
+            mi = torch.stack([self.critic[i].score(delta[:, i].detach()) for i in range(len(PAIRS))], 1)  # (B, 6)
+            score = mi / cfg.dpw_temperature  # detached input: the decoders learn from their NLL alone
+            if cfg.dpw_task_gate:  # trained by the task loss through the weights (its input detached)
+                unit = F.normalize(delta.detach(), dim=-1)  # (B, 6, d)
+                score = score + cfg.dpw_gate_scale * torch.einsum("bkd,kd->bk", unit, self.dpw_gate_w) + self.dpw_gate_b
+            w = torch.softmax(score.view(B, 3, 2), -1)  # (B, 3, 2), rows sum to 1
             for i, k in enumerate(PAIRS):
                 scale[k] = 2.0 * w[:, i // 2, i % 2, None, None]  # (B, 1, 1); equal weights = the plain backbone
             aux["dpw_weights"] = w
-            aux["dpw_pairs"] = (q, p)
+            aux["dpw_mi"] = mi.detach()
+            aux["dpw_change"] = delta
         # 3. three memory encoders over [P_m | l<-x1 ; l<-x2 | missing-type prompt]
         Lp = cfg.prompt_len
         if prompts:
@@ -474,7 +552,7 @@ class ProMMA(nn.Module):
             s1, s2 = [s for s in range(3) if s != t]
             seq = torch.cat([c[t, s1] * scale[t, s1], c[t, s2] * scale[t, s2]], -1)  # (B, L_t, 2d)
             parts, masks, n_before = [seq], [kmask[t]], 0
-            residual = gates = None
+            prior = gates = None
             if prompts:
                 parts.append(tprompt[:, t])  # (B, L_p, 2d) appended (MPLMM)
                 masks.append(kmask[t].new_ones(B, Lp))
@@ -482,11 +560,9 @@ class ProMMA(nn.Module):
                     parts.insert(0, private[t].expand(B, -1, -1))  # (B, L_p, 2d) prepended
                     masks.insert(0, kmask[t].new_ones(B, Lp))
                     n_before = Lp
-                if cfg.use_mpdc:  # + g_l * P_s on every prompt slot before every layer
-                    zeros = seq.new_zeros(seq.shape[1], seq.shape[2])
-                    residual = torch.cat(([self.shared_prompt] if cfg.use_mpd else []) + [zeros, self.shared_prompt])[None]
-                    gates = self.mpdc_gate[t]
-            z = self.mem[t](torch.cat(parts, 1), torch.cat(masks, 1), residual, gates)  # (B, [L_p+] L_t [+L_p], 2d)
+                if cfg.use_mpdc:  # P_s joins the self-attention output of every layer, gated
+                    prior, gates = self.shared_prompt, self.mpdc_gates()[t]
+            z = self.mem[t](torch.cat(parts, 1), torch.cat(masks, 1), prior, gates)  # (B, [L_p+] L_t [+L_p], 2d)
             pooled.append(self._pool(z[:, n_before : n_before + seq.shape[1]], kmask[t]))  # (B, 2d)
         # 4. concatenation, residual MLP block, linear head
         z = torch.cat(pooled, -1)  # (B, 6d)
@@ -495,8 +571,9 @@ class ProMMA(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch) -> ModelOutput:
+        # No host-device synchronisation on this path: no Python branch reads a tensor, no boolean-mask indexing;
+        # losses over "the samples where m is missing" are masked means over the whole batch.
         cfg = self.cfg
-        adapt = bool(self.phase)
         raw, masks, present = self._inputs(batch)  # 3 x (B, L_m, D_m), 3 x (B, L_m), (B, 3)
         B = present.shape[0]
         mode = self.mode_of(present)  # (B,)
@@ -504,28 +581,31 @@ class ProMMA(nn.Module):
         kmask = [torch.where(present[:, m, None], masks[m], torch.ones_like(masks[m])) for m in range(3)]
         extras = {"mode": mode}
         losses = {}
-        if not adapt:  # stage 1: the plain backbone; a missing modality is a zero sequence (positions only)
+        if not self._adapt:  # stage 1: the plain backbone; a missing modality is a zero sequence (positions only)
             pred, _ = self._encode(proj, kmask)
             return ModelOutput(pred, {"sentiment": sentiment_loss(pred, batch.labels)}, extras)
 
+        missing = (~present).to(proj[0].dtype)  # (B, 3) 1 where the modality is missing
         # MPLMM generative prompts: a stand-in for every modality from the others that are present
         gen = self.generator(raw, masks, present)  # 3 x (B, L_m, d)
-        # MME: is generating the missing modality worth it?
+        # MME: is the stand-in of each missing modality worth using, for this sample?
         gate = present.new_ones(B, 3, dtype=proj[0].dtype)  # (B, 3) weight of the stand-in (MPLMM: always 1)
         if cfg.use_mme:
-            feats = torch.cat([masked_mean(proj[m], masks[m]) for m in range(3)], -1).detach()  # (B, 3d), 0 if missing
-            logit = self.evaluator(torch.cat([feats, F.one_hot(mode, N_MODES).to(feats.dtype)], -1))  # (B, 3)
+            feats = torch.cat([masked_mean(proj[m], masks[m]) for m in range(3)]  # (B, 3d), 0 where missing
+                              + [masked_mean(gen[m], kmask[m]) * missing[:, m, None] for m in range(3)], -1)  # + (B, 3d)
+            logit = self.evaluator(torch.cat([feats.detach(), F.one_hot(mode, N_MODES).to(feats.dtype)], -1))  # (B, 3)
             s = torch.sigmoid(logit)
-            gate = ((s >= cfg.mme_threshold).to(s.dtype) if cfg.mme_gate == "hard" else s).detach()  # only BCE trains it
+            gate = {"hard": (s >= cfg.mme_threshold).to(s.dtype), "soft": s, "always": torch.ones_like(s),
+                    "never": torch.zeros_like(s)}[cfg.mme_gate].detach()  # detached: only BCE trains the evaluator
             wanted = cfg.lambda_mme > 0 or cfg.mme_train_gate == "label"
-            if wanted and self.training and self._teacher is not None and batch.complete is not None and not present.all():
+            if wanted and self.training and self._teacher is not None and batch.complete is not None:
                 label = self.pseudo_labels(batch, raw, masks, present, [g.detach() for g in gen])  # (B, 3)
                 if cfg.mme_train_gate == "label":  # teacher forcing: the encoders see what the labels decide
                     gate = label
                 # else ("evaluator"): the evaluator's own decision, as at inference
-                missing = ~present
-                if cfg.lambda_mme > 0:
-                    losses["mme"] = cfg.lambda_mme * F.binary_cross_entropy_with_logits(logit[missing], label[missing])
+                if cfg.lambda_mme > 0:  # mean BCE over the (sample, modality) entries that are missing
+                    bce = F.binary_cross_entropy_with_logits(logit, label, reduction="none")  # (B, 3)
+                    losses["mme"] = cfg.lambda_mme * (bce * missing).sum() / missing.sum().clamp(min=1.0)
                 extras["mme_label"] = label
             extras["mme_score"] = s.detach()
         extras["mme_gate"] = torch.where(present, torch.zeros_like(gate), gate).detach()  # (B, 3), 0 where present
@@ -537,44 +617,57 @@ class ProMMA(nn.Module):
         losses["sentiment"] = sentiment_loss(pred, batch.labels)
         if "dpw_weights" in aux:
             extras["dpw_weights"] = aux["dpw_weights"].detach()  # (B, 3, 2): target l, a, v x its two sources
+            extras["dpw_mi"] = aux["dpw_mi"].view(B, 3, 2)  # (B, 3, 2) the per-sample MI estimates
         if self.training:
             if cfg.use_mpd and cfg.lambda_orth > 0:
                 losses["orth"] = cfg.lambda_orth * self.orth_loss()
-            if cfg.use_dpw and cfg.lambda_mi > 0 and B > 1:
-                q, p = aux["dpw_pairs"]
-                nce = [self.critic[i].infonce(q[t].detach(), p[t, s].detach()) for i, (t, s) in enumerate(PAIRS)]
-                losses["mi"] = cfg.lambda_mi * torch.stack(nce).mean()
-            if cfg.lambda_gen > 0 and batch.complete is not None and not present.all():
-                losses["gen"] = cfg.lambda_gen * self._generation_loss(batch.complete, gen, present)
+            if cfg.use_dpw and cfg.lambda_mi > 0:
+                if batch.complete is not None:  # the decoders need the real source
+                    delta = aux["dpw_change"].detach()
+                    z = self._real_pooled(batch.complete)  # 3 x (B, d)
+                    nll = [self.critic[i].nll(delta[:, i], z[s]) for i, (t, s) in enumerate(PAIRS)]
+                    losses["mi"] = cfg.lambda_mi * torch.stack(nll).mean()
+            if cfg.lambda_gen > 0 and batch.complete is not None:
+                losses["gen"] = cfg.lambda_gen * self._generation_loss(batch.complete, gen, missing)
         return ModelOutput(pred, losses, extras)
 
-    def _generation_loss(self, complete: Batch, gen, present):
-        """MSE between each missing modality's generated stand-in and its real projected features (detached)."""
+    @torch.no_grad()
+    def _real_pooled(self, complete: Batch):
+        """3 x (B, d): each modality's real projected features, pooled over its valid positions and layer-normed."""
         raw_c, masks_c, _ = self._inputs(complete)
-        total, count = 0.0, 0
+        return [F.layer_norm(masked_mean(self.proj[m](raw_c[m]), masks_c[m]), (self.cfg.dim,)) for m in range(3)]
+
+    def _generation_loss(self, complete: Batch, gen, missing):
+        """MSE between each missing modality's generated stand-in and its real projected features (detached),
+        averaged over the (sample, modality) pairs that are missing; 0 (with a graph) when nothing is missing."""
+        raw_c, masks_c, _ = self._inputs(complete)
+        total = 0.0
         for m in range(3):
-            sel = ~present[:, m]  # (B,) samples where m is missing
-            if not sel.any():
-                continue
-            target = self.proj[m](raw_c[m][sel]).detach()  # (b, L_m, d)
-            err = (gen[m][sel] - target).pow(2).mean(-1)  # (b, L_m)
-            total = total + masked_mean(err[..., None], masks_c[m][sel]).sum()
-            count += int(sel.sum())
-        return total / count
+            target = self.proj[m](raw_c[m]).detach()  # (B, L_m, d)
+            err = (gen[m] - target).pow(2).mean(-1)  # (B, L_m)
+            total = total + (masked_mean(err[..., None], masks_c[m]).squeeze(-1) * missing[:, m]).sum()
+        return total / missing.sum().clamp(min=1.0)
 
     # ------------------------------------------------------------------ MME pseudo labels
+    def set_phase(self, adapt: int) -> None:
+        """0 = stage 1 (the plain backbone), 1 = stage 2 (prompts and modules): the buffer and its Python copy."""
+        self.phase.fill_(int(adapt))
+        self._adapt = bool(adapt)
+
     def snapshot_teacher(self) -> None:
         """Keep a frozen copy of the current (stage-1) model for the MME pseudo labels (not saved in state_dict)."""
         object.__setattr__(self, "_teacher", None)
         t = copy.deepcopy(self)
-        t.phase.fill_(0)
+        t.set_phase(0)
         object.__setattr__(self, "_teacher", t.requires_grad_(False).eval())
 
     @torch.no_grad()
     def pseudo_labels(self, batch: Batch, raw, masks, present, gen) -> torch.Tensor:
-        """(B, 3) MME targets from the frozen backbone: per missing modality m, does the stand-in
-        (gen_m + "missing" prompt) bring the prediction closer to the complete-input one than the prompt alone?
-        (other missing modalities absent in both runs). Entries of present modalities are meaningless."""
+        """(B, 3) MME targets from the frozen stage-1 backbone, in ITS input space: per missing modality m, does
+        the stand-in gen_m bring the prediction closer to the complete-input one than leaving m absent (a zero
+        sequence, which stage 1 has learned on when ``pretrain_eta`` > 0)? The other missing modalities are absent
+        in both runs. Five runs over the whole batch (complete, all absent, m = l, a, v stood in), in one pass;
+        entries of present modalities are meaningless (the loss masks them)."""
         T = self._teacher
         ref = raw[0]
         if next(T.parameters()).dtype != ref.dtype or next(T.parameters()).device != ref.device:
@@ -583,29 +676,16 @@ class ProMMA(nn.Module):
         B = present.shape[0]
         raw_c, masks_c, _ = T._inputs(batch.complete)
         full = [T.proj[m](raw_c[m]) for m in range(3)]  # (B, L_m, d) complete input
-        seen = [T.proj[m](raw[m]) for m in range(3)]  # (B, L_m, d) what the model sees of the present ones
-        absent = [self.signal_missing[m].detach().expand(B, -1, -1) for m in range(3)]  # (B, L_m, d)
-        stand_in = [gen[m] + absent[m] for m in range(3)]
-        # run 0: complete; run 1: every missing modality absent; runs 2..4: modality m stood in, others absent.
-        # Each run only over the samples it concerns (incomplete ones; those missing m), all runs in one batch.
-        incomplete = (~present).any(1)  # (B,)
-        rows = [incomplete.nonzero()[:, 0], incomplete.nonzero()[:, 0]] + [(~present[:, m]).nonzero()[:, 0] for m in range(3)]
-        runs_x, runs_k = [[] for _ in range(3)], [[] for _ in range(3)]
-        for r, idx in enumerate(rows):
-            for m in range(3):
-                if r == 0:
-                    xm, km = full[m], masks_c[m]
-                else:
-                    fill = stand_in[m] if r - 2 == m else absent[m]
-                    xm = torch.where(present[:, m, None, None], seen[m], fill)  # (B, L_m, d)
-                    km = torch.where(present[:, m, None], masks[m], torch.ones_like(masks[m]))  # (B, L_m)
-                runs_x[m].append(xm[idx])
-                runs_k[m].append(km[idx])
-        pred, _ = T._encode([torch.cat(v) for v in runs_x], [torch.cat(v) for v in runs_k])  # (sum of run sizes,)
-        parts = pred.to(raw[0].dtype).split([len(i) for i in rows])  # (autocast may give bf16 predictions)
-        y_full = raw[0].new_zeros(B).index_copy(0, rows[0], parts[0])  # (B,)
-        y_abs = y_full.index_copy(0, rows[1], parts[1])  # (B,)
-        y_gen = torch.stack([y_abs.index_copy(0, rows[2 + m], parts[2 + m]) for m in range(3)], 1)  # (B, 3)
+        seen = [T.proj[m](raw[m]) for m in range(3)]  # (B, L_m, d) the present ones; zeros where missing
+        kmask = [torch.where(present[:, m, None], masks[m], torch.ones_like(masks[m])) for m in range(3)]
+        runs_x, runs_k = [], []
+        for m in range(3):
+            stood = torch.where(present[:, m, None, None], seen[m], gen[m])  # (B, L_m, d) m stood in where missing
+            runs_x.append(torch.cat([full[m], seen[m]] + [stood if r == m else seen[m] for r in range(3)]))  # (5B, ..)
+            runs_k.append(torch.cat([masks_c[m]] + [kmask[m]] * 4))
+        pred, _ = T._encode(runs_x, runs_k)  # (5B,)
+        y_full, y_abs, y_l, y_a, y_v = pred.to(ref.dtype).view(5, B)  # (autocast may give bf16 predictions)
+        y_gen = torch.stack([y_l, y_a, y_v], 1)  # (B, 3)
         return mme_targets(y_full[:, None], y_gen, y_abs[:, None], self.cfg.mme_soft_labels, self.cfg.mme_temperature)
 
     # ------------------------------------------------------------------ stages
@@ -614,16 +694,17 @@ class ProMMA(nn.Module):
 
     def start_pretrain(self) -> None:
         """Stage 1: only the backbone trains; prompts and modules are off."""
-        self.phase.fill_(0)
+        self.set_phase(0)
         for n, p in self.named_parameters():
             p.requires_grad_(self._is_backbone(n))
 
-    def start_adapt(self) -> None:
-        """Stage 2: snapshot the frozen backbone for MME, freeze the backbone except ``adapt_trainable`` (MPLMM:
-        the input projections and the output layer), train the prompts and modules."""
-        if self.cfg.use_mme:
+    def start_adapt(self, teacher: bool = True) -> None:
+        """Stage 2: snapshot the frozen backbone for MME (``teacher``: not under protocol A, where nothing is
+        missing), freeze the backbone except ``adapt_trainable`` (MPLMM: the input projections and the output
+        layer), train the prompts and modules."""
+        if self.cfg.use_mme and teacher:
             self.snapshot_teacher()
-        self.phase.fill_(1)
+        self.set_phase(1)
         keep = set(self.cfg.adapt_trainable)
         for n, p in self.named_parameters():
             top = n.split(".")[0]
@@ -631,7 +712,7 @@ class ProMMA(nn.Module):
 
     def stages(self, train_cfg) -> list[Stage]:
         c = self.cfg
-        pre = {"protocol": "B", "train_level": 0.0, "select_level": 0.0}
+        pre = {"protocol": "B", "train_level": c.pretrain_eta, "select_level": c.pretrain_eta}
         adapt = ({"protocol": "B", "train_level": c.adapt_eta if train_cfg.train_level is None else train_cfg.train_level}
                  if train_cfg.protocol == "B" else {"protocol": "A"})
         for over, ep, lr in ((pre, c.pretrain_epochs, c.pretrain_lr), (adapt, c.adapt_epochs, c.adapt_lr)):
@@ -639,7 +720,8 @@ class ProMMA(nn.Module):
                 over["epochs"] = ep
             if lr is not None:
                 over["lr"] = lr
-        return [Stage("pretrain", pre, ProMMA.start_pretrain), Stage("adapt", adapt, ProMMA.start_adapt)]
+        adapt_prep = partial(ProMMA.start_adapt, teacher=adapt["protocol"] == "B")
+        return [Stage("pretrain", pre, ProMMA.start_pretrain), Stage("adapt", adapt, adapt_prep)]
 
 
-__all__ = ["MPLMMConfig", "ProMMA", "ProMMAConfig", "promma_preset", "mme_targets", "BilinearCritic", "PRESET_DATA"]
+__all__ = ["MPLMMConfig", "ProMMA", "ProMMAConfig", "promma_preset", "mme_targets", "SourceDecoder", "PRESET_DATA"]

@@ -1,0 +1,89 @@
+"""What ProMMA's modules do after training (mmsa_core/mechanisms_promma.py), on a short run of the embedded data.
+
+Each mechanism claim of chapters 3-5 has a test here: a missing source lowers its DPW weight, the weights differ
+between samples, the MPDC gates move away from 0 at two levels, the MME decisions differ between samples of one
+missing mode, the private prompts change predictions, and the protocol-B summary equals the evaluation sweep. The
+measurements against the testbed's ground truth are checked on a constructed truth (AUC) here; the numbers on the
+testbed itself are in results/<set>/mechanisms.json.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmsa_core import mechanisms_promma as mp
+from mmsa_core.evaluate import sweep
+
+SHORT = {"pretrain_epochs": 4, "adapt_epochs": 4}
+
+
+@pytest.fixture(scope="module")
+def trained(synth_ds):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    models = mp.train_variants(synth_ds, 1111, ("ProMMA",), model_config=SHORT)
+    torch.set_num_threads(threads)
+    m = models["ProMMA"]
+    return m, mp._per_mode(m, synth_ds)
+
+
+def test_auc_known_values():
+    assert mp.auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert mp.auc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5  # ties count half
+    assert mp.auc([0.2, 0.9], [1, 0]) == 0.0
+    assert np.isnan(mp.auc([0.2, 0.9], [1, 1]))
+
+
+@pytest.mark.slow
+def test_summary_equals_the_sweep(synth_ds, trained):
+    """Under protocol B a prediction depends on the sample's mode alone: the 7-pass summary equals the 17-pass sweep."""
+    model, per = trained
+    rec = sweep(model, synth_ds["test"].data, synth_ds.spec, "B", 0)
+    want = np.mean([r["value"] for r in rec if r["setting"] == "rate" and r["metric"] == "MAE"])
+    assert mp._summary(model, synth_ds, per=per)["MAE over eta"] == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_dpw_a_missing_source_lowers_its_weight(synth_ds, trained):
+    """Averaged over the cells where one of a target's two sources is missing, the weight of that source's stream
+    is lower than with the source present (by at least 0.02 on this short run; the preset's own run: see the
+    report in mechanisms.json), and the weights differ between samples."""
+    model, per = trained
+    out = mp.measure_dpw(model, synth_ds, per=per)
+    assert out["weight_drop_missing_source"] > 0.02, out["cells"]
+    assert out["weight_std_across_samples_complete"] > 0.005
+
+
+@pytest.mark.slow
+def test_mpdc_gates_move_at_every_level(synth_ds, trained):
+    model, per = trained
+    out = mp.measure_mpdc(model, synth_ds, per=per)
+    assert out["levels"] >= 2
+    assert out["gate_abs_max"] > 0.01, out["gates"]
+    assert out["pred_change_gates_zeroed"] > 1e-3
+
+
+@pytest.mark.slow
+def test_mme_decisions_are_per_sample_and_scored_against_truth(synth_ds, trained):
+    """The evaluator's scores differ between samples of one (mode, modality) cell; against a constructed truth that
+    IS its own decision the AUC is 1, against its negation 0; and the three policies give finite metrics."""
+    model, per = trained
+    n = len(synth_ds["test"].data)
+    s_text = per[1][1]["mme_score"][:, 0].numpy()  # text missing alone
+    assert s_text.std() > 1e-3
+    fake = {"test": {f"useful_{m}": np.zeros(n, bool) for m in ("text", "audio", "vision")}}
+    fake["test"]["useful_text"] = s_text > np.median(s_text)
+    out = mp.measure_mme(model, synth_ds, fake, per=per)
+    assert out["auc_vs_truth_per_modality"]["text"] == pytest.approx(1.0)
+    for policy in ("evaluator", "always", "never"):
+        assert np.isfinite(out[f"metrics {policy}"]["MAE over eta"])
+    assert out["metrics never"] != out["metrics always"]
+
+
+@pytest.mark.slow
+def test_mpd_private_prompts_change_predictions(synth_ds, trained):
+    model, per = trained
+    out = mp.measure_mpd(model, synth_ds, per=per)
+    assert all(v > 0 for v in out["own_missing"].values()), out
