@@ -313,7 +313,9 @@ def test_same_cell_twice_gives_identical_records(grid_runs):
     root, _, res_b = grid_runs
     a = reproduce.read_csv(root / "a" / "records.csv")
     b = reproduce.read_csv(root / "b" / "records.csv")
-    assert len(a) == (10 + 10 + 7) * 8  # tested under A (10 rates) and B (10 rates, 7 modes), 8 metrics
+    trained = a[a.model != "oracle"]
+    assert len(trained) == (10 + 10 + 7) * 8  # tested under A (10 rates) and B (10 rates, 7 modes), 8 metrics
+    assert len(a) == 3 * len(trained)  # + the testbed's oracle, once per training protocol
     assert reproduce.compare_records(a, b) == []
     assert a.equals(b)
     pa = json.loads((root / "a" / "provenance.json").read_text())["cells"]["baseline-A-1111"]
@@ -383,4 +385,5 @@ def test_records_tables_from_a_grid(grid_runs):
     stems = [s for s, _, _ in tables]
     assert stems[0] == "paper" and "rates" in stems and "selection_gap" in stems
     paper = tables[0][2]
-    assert paper.index.tolist() == [("baseline", "A")] and "MAE" in paper.columns
+    assert paper.index.tolist() == [("baseline", "A"), ("oracle", "A"), ("oracle", "B")] and "MAE" in paper.columns
+    assert "oracle_gap" in stems
