@@ -93,6 +93,22 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
     out_dir: str = "runs/default"
+    # -- the authors' practices, one switch each (defaults = ours; mmsa_core/authors.py says what each one does) --
+    schedule: str = "warmup_cosine"  # per optimiser step; "lnln_authors": per epoch, epoch 1 at lr 0; "plateau": MPLMM
+    train_corruption: str = "fresh"  # a new draw per epoch; "frozen": the LNLN authors' (one draw for every epoch)
+    nested_test_masks: bool = False  # True: one seed for every test rate (the LNLN authors'), so masks nest
+    shuffle: bool = True  # False: training batches in file order (MPLMM)
+    valid_redraw: bool = False  # True: a new validation corruption every epoch (MPLMM draws modes per item)
+    select_split: str = "valid"  # "test": select checkpoints on the TEST split (the LNLN authors'; a defect)
+    select_per_metric: bool = False  # True: one checkpoint per metric group (the LNLN authors'), not one for all
+    f1_swapped: bool = False  # also record F1 called as f1_score(pred, truth) (both authors' code), labelled
+    report_split: str = "test"  # "valid": report the validation split (MPLMM prints validation metrics; a defect)
+
+
+# TrainConfig fields that leave a run's config hash unchanged at their default (added after the grid was run)
+HASH_NEUTRAL = {"schedule": "warmup_cosine", "train_corruption": "fresh", "nested_test_masks": False, "shuffle": True,
+                "valid_redraw": False, "select_split": "valid", "select_per_metric": False, "f1_swapped": False,
+                "report_split": "test"}
 
 
 @dataclass
@@ -196,6 +212,9 @@ def config_hash(cfg: RunConfig) -> str:
         d["train"].pop(k, None)
     if not d["train"].get("track_test"):  # off (the default) leaves the hashes of existing runs unchanged
         d["train"].pop("track_test", None)
+    for k, default in HASH_NEUTRAL.items():
+        if d["train"].get(k, default) == default:
+            d["train"].pop(k, None)
     return stable_hash(d)
 
 

@@ -46,15 +46,18 @@ def predict(model, data: Batch, plan: missing.MissingPlan | None, unk_id: int, b
 
 
 def evaluate(model, data: Batch, spec: DataSpec, protocol: str | None, level: float | None, seed: int, split: str,
-             mode: int | None = None, batch_size: int = 256, amp: bool = True) -> dict[str, float]:
-    """Metrics on ``data`` after corruption by ``protocol`` at ``level`` (or protocol-B ``mode``)."""
-    plan = None if protocol is None else missing.draw(protocol, data, level, seed, 0, split, mode=mode)
+             mode: int | None = None, batch_size: int = 256, amp: bool = True, nested: bool = False,
+             f1_swapped: bool = False) -> dict[str, float]:
+    """Metrics on ``data`` after corruption by ``protocol`` at ``level`` (or protocol-B ``mode``); ``nested``:
+    protocol-A masks nested across rates, ``f1_swapped``: also the swapped-argument F1 (the authors' practices)."""
+    plan = None if protocol is None else missing.draw(protocol, data, level, seed, 0, split, mode=mode, nested=nested)
     pred = predict(model, data, plan, spec.unk_id, batch_size, amp)
-    return metrics.compute(pred.numpy(), data.labels.cpu().numpy(), spec.language)
+    return metrics.compute(pred.numpy(), data.labels.cpu().numpy(), spec.language, f1_swapped)
 
 
 def sweep(model, data: Batch, spec: DataSpec, protocol: str, seed: int, split: str = "test",
-          rates=missing.RATES, modes: bool | None = None, batch_size: int = 256, amp: bool = True) -> list[dict]:
+          rates=missing.RATES, modes: bool | None = None, batch_size: int = 256, amp: bool = True,
+          nested: bool = False, f1_swapped: bool = False) -> list[dict]:
     """Tidy records (protocol, setting, level, mode, metric, value) at every rate, and for protocol B
     (or ``modes=True``) at each of the 7 fixed missing modes. The data stay on the device throughout."""
     records = []
@@ -65,8 +68,10 @@ def sweep(model, data: Batch, spec: DataSpec, protocol: str, seed: int, split: s
                             "mode": "" if mode is None else missing.MODE_NAMES[mode], "metric": k, "value": v})
 
     for r in rates:
-        add("rate", float(r), None, evaluate(model, data, spec, protocol, r, seed, split, batch_size=batch_size, amp=amp))
+        add("rate", float(r), None, evaluate(model, data, spec, protocol, r, seed, split, batch_size=batch_size, amp=amp,
+                                             nested=nested, f1_swapped=f1_swapped))
     if modes if modes is not None else protocol == "B":
         for m in range(len(missing.MODES)):
-            add("mode", float("nan"), m, evaluate(model, data, spec, "B", None, seed, split, mode=m, batch_size=batch_size, amp=amp))
+            add("mode", float("nan"), m, evaluate(model, data, spec, "B", None, seed, split, mode=m, batch_size=batch_size,
+                                                  amp=amp, f1_swapped=f1_swapped))
     return records

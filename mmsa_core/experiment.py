@@ -20,6 +20,7 @@ import torch
 from .config import DataConfig, RunConfig, config_hash, from_dict, load_config, to_yaml
 from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
+from . import practices
 from .evaluate import sweep
 from .models import build_model, get_model_class
 from .models.common import Stage
@@ -89,15 +90,25 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
         return pd.DataFrame()
     device = next(model.parameters()).device  # under torchrun, this rank's device
-    test = ds["test"].data.to(device)
+    test = ds[t.report_split].data.to(device)  # report_split="valid": MPLMM's printout (a defect), never our rows
     amp = t.amp and device.type == "cuda"
     if len(stages) > 1:  # the last stage's selected checkpoint is the run's
         import shutil
 
         shutil.copyfile(out / stages[-1].name / "best.pt", out / "best.pt")
-    records = []
-    for proto in ("A", "B"):  # every model is tested under both protocols; "train_protocol" says how it was trained
-        records += sweep(model, test, ds.spec, proto, t.eval_seed, "test", batch_size=t.eval_batch_size, amp=amp)
+    kw = dict(batch_size=t.eval_batch_size, amp=amp, nested=t.nested_test_masks, f1_swapped=t.f1_swapped)
+
+    def both_protocols():  # every model is tested under both protocols; "train_protocol" says how it was trained
+        return [r for proto in ("A", "B") for r in sweep(model, test, ds.spec, proto, t.eval_seed, t.report_split, **kw)]
+
+    if t.select_per_metric:  # the LNLN authors': each metric group read from its own checkpoint
+        records = []
+        for key, rest in practices.groups(ds.spec.language).items():
+            ck = torch.load(Path(st_out) / "best_by" / f"{practices.slug(key)}.pt", map_location=device, weights_only=False)
+            model.load_state_dict(ck["model"])
+            records += [{**r, "selected_epoch": ck["epoch"]} for r in both_protocols() if r["metric"] in (key, *rest)]
+    else:
+        records = [{**r, "selected_epoch": res.best_epoch} for r in both_protocols()]
     df = pd.DataFrame(records)
     prov = provenance(cfg, ds, device, wall_s=round(time.perf_counter() - t0, 2), best_epoch=res.best_epoch,
                       resumed_from=res.resumed_from)
@@ -105,7 +116,6 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     df.insert(1, "dataset", ds.name)
     df.insert(2, "train_protocol", t.protocol)
     df.insert(3, "seed", t.seed)
-    df["selected_epoch"] = res.best_epoch
     for k in ("commit", "config_hash", "device"):
         df[k] = prov[k]
     df.to_csv(out / "results.csv", index=False)

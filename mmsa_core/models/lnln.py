@@ -28,7 +28,8 @@ Where ours departs from the paper and the authors' code (what is learned is othe
   matmul + softmax (the tiny 8 x 8 hyper-modality attention stays explicit, so its weights can be shown).
 - Attention masks: padded and dropped audio/vision frames and padded text positions are excluded from attention
   (the authors attend to the zero vectors), so a missing frame cannot leak into the prediction. Dropped text
-  tokens are [UNK] and stay visible, as in the paper.
+  tokens are [UNK] and stay visible, as in the paper. ``mask_attention=False`` (model ``lnln_authors``) attends
+  to everything, as the authors do.
 - The completeness target is 1 minus the ACHIEVED text drop rate of the sample (``batch.rates``), not the drawn
   rate r; they differ by sampling noise on short sentences.
 - The warm-up + cosine learning-rate schedule is stepped per optimiser step, not per epoch (the shared trainer).
@@ -109,7 +110,18 @@ class LNLNConfig:
     # generator is reversed too. True: only the discriminator's gradient is reversed (the paper's wording: the GRL
     # is part of the discriminator). The forward pass is the same.
     grl_only_discriminator: bool = True
+    # False (the authors' models/basic_layers.py): the unimodal Transformers attend to every position, padding and
+    # dropped (zeroed) frames included; True (ours): those are excluded. The text encoder masks padding either way.
+    mask_attention: bool = True
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+
+
+@dataclass
+class LNLNAuthorsConfig(LNLNConfig):
+    """LNLN as the authors' code runs it: attention masks off (with ``lnln_authors_*`` presets for the rest of
+    the authors' protocol: see :mod:`mmsa_core.practices`)."""
+
+    mask_attention: bool = False
 
 
 @dataclass
@@ -317,7 +329,9 @@ class LNLN(nn.Module):
     def embed(self, text_ids, text_mask, text_segment, text_feat, audio, audio_mask, vision, vision_mask):
         """Unimodal embeddings (h_l, h_a, h_v), each (B, T, d)."""
         text = self.text_encoder(text_ids, text_mask, text_segment, text_feat)  # (B, Lt, H)
-        h_l = self.embed_text(text, text_mask.bool())  # (B, T, d): padding masked, [UNK] tokens visible
+        if not self.cfg.mask_attention:  # the authors': every position is attended, zeroed frames included
+            text_mask = audio_mask = vision_mask = None
+        h_l = self.embed_text(text, None if text_mask is None else text_mask.bool())  # (B, T, d): padding masked
         h_a = self.embed_audio(audio, audio_mask)  # (B, T, d): padded and dropped frames masked
         h_v = self.embed_vision(vision, vision_mask)  # (B, T, d)
         return h_l, h_a, h_v
@@ -379,4 +393,4 @@ class LNLN(nn.Module):
         return ModelOutput(pred, losses, extras)
 
 
-__all__ = ["ALMTConfig", "LNLN", "LNLNConfig", "PAPER_SPECS", "lnln_preset"]
+__all__ = ["ALMTConfig", "LNLN", "LNLNAuthorsConfig", "LNLNConfig", "PAPER_SPECS", "lnln_preset"]
