@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         p.set_defaults(fn=fn)
 
     for name, mod, hlp in (("reproduce", "reproduce", "run (or finish) the grid models x protocols x seeds and collect its records"),
-                           ("tables", "results", "the book's tables (markdown or HTML) from a results folder")):
+                           ("tables", "results", "the book's tables (markdown or HTML) from a results folder"),
+                           ("walk", "walk", "from the authors' protocol to ours, one practice at a time (LNLN, MPLMM)")):
         m = importlib.import_module(f".{mod}", __package__)
         p = sub.add_parser(name, help=hlp, description=hlp)
         m.add_arguments(p)
