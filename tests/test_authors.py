@@ -274,3 +274,42 @@ def test_new_fields_leave_the_committed_grids_hashes_unchanged():
 def test_grid_runs_each_authors_model_under_its_own_protocol_only():
     cells = grid(["lnln", "lnln_authors", "mplmm_authors"], ("A", "B"), (1,))
     assert [c.name for c in cells] == ["lnln-A-1", "lnln-B-1", "lnln_authors-A-1", "mplmm_authors-B-1"]
+
+
+# ------------------------------------------------------------------------------------------- the walk
+def test_each_walk_ends_at_our_protocol(tmp_path):
+    """The last trained step of the LNLN walk is lnln_default (ours) in every field that changes results."""
+    from mmsa_core.experiment import model_config
+    from mmsa_core.walk import WALKS, step_config
+
+    steps = WALKS["lnln"][2]
+    last = step_config("lnln", len(steps) - 2, 1111, tmp_path)
+    ours = load_config("lnln_default")
+    skip = {"out_dir", "progress", "seed", "f1_swapped"}  # f1_swapped only adds records (the F1 step reads them)
+    assert {k: v for k, v in asdict(last.train).items() if k not in skip} == \
+        {k: v for k, v in asdict(ours.train).items() if k not in skip}
+    assert asdict(model_config(last)) == asdict(model_config(ours))
+    first = step_config("lnln", 0, 1111, tmp_path).train
+    assert (first.select_split, first.schedule, first.train_corruption) == ("test", "lnln_authors", "frozen")
+    with pytest.raises(ValueError, match="trains nothing"):
+        step_config("lnln", len(steps) - 1, 1111, tmp_path)
+    m = step_config("mplmm", len(WALKS["mplmm"][2]) - 2, 1111, tmp_path).train
+    assert (m.shuffle, m.valid_redraw, m.schedule, m.report_split) == (True, False, "warmup_cosine", "test")
+
+
+def test_walk_table_reads_the_swapped_f1_until_the_f1_step():
+    from mmsa_core.walk import WALKS, walk_table
+
+    steps = WALKS["mplmm"][2]
+    rows = []
+    for i, st in enumerate(steps[:-1]):
+        for seed in (1, 2):
+            for lvl in (0.0, 0.5):
+                for met, v in (("MAE", 1.0 - 0.1 * i), ("F1 has-0", 0.6), ("F1 has-0 swapped", 0.7)):
+                    rows.append({"step": i, "seed": seed, "protocol": "B", "setting": "rate", "level": lvl,
+                                 "metric": met, "value": v})
+    t = walk_table(pd.DataFrame(rows), "mplmm", numeric=True)
+    assert list(t.index) == [s.label for s in steps]
+    assert list(t["F1 has-0"]) == pytest.approx([0.7] * (len(steps) - 1) + [0.6])  # swapped until the last row
+    assert t["MAE"].iloc[-1] == pytest.approx(t["MAE"].iloc[-2])  # the F1 step trains nothing
+    assert list(t["numbers from the selecting split"]) == ["yes (defect)"] + ["no"] * (len(steps) - 1)
