@@ -148,6 +148,17 @@ def walk_table(records: pd.DataFrame, model: str, metrics=None, numeric: bool = 
     return t
 
 
+def load_walk(folder, model: str) -> pd.DataFrame:
+    """The records of a finished walk (``<folder>/<model>_records.csv``, written by ``python -m mmsa_core walk``)."""
+    from .reproduce import read_csv
+
+    f = Path(folder) / f"{model}_records.csv"
+    if not f.is_file():
+        raise FileNotFoundError(f"{f} not found: run the walk first, e.g. `python -m mmsa_core walk --out {folder} "
+                                f"--models {model}`")
+    return read_csv(f)
+
+
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="folder for the walk's runs (e.g. results/synth-small-walk)")
     p.add_argument("--models", nargs="+", default=list(WALKS), choices=list(WALKS))
@@ -167,4 +178,4 @@ def cli(a) -> None:
         print(f"### {m}\n\n{walk_table(rec, m).attrs['caption']}\n\n{to_markdown(walk_table(rec, m))}\n")
 
 
-__all__ = ["Step", "WALKS", "run_walk", "step_config", "walk_table"]
+__all__ = ["Step", "WALKS", "load_walk", "run_walk", "step_config", "walk_table"]
