@@ -244,6 +244,7 @@ def _pivot(stats: pd.DataFrame, index: list[str], columns: str, order: list, num
         mets = [metric_of] * len(st) if metric_of else list(st["metric"])
         st["cell"] = [format_mean_std(m, s, k) for m, s, k in zip(st["mean"], st["std"], mets)]
         t = st.pivot(index=index, columns=columns, values="cell")
+        t = t.where(t.notna(), "")  # a metric only some rows have (the authors' swapped F1): blank, not "nan"
     t = t.reindex(columns=[c for c in order if c in t.columns])
     t.columns.name = columns
     t = _sort_rows(t)
