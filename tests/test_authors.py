@@ -313,3 +313,25 @@ def test_walk_table_reads_the_swapped_f1_until_the_f1_step():
     assert list(t["F1 has-0"]) == pytest.approx([0.7] * (len(steps) - 1) + [0.6])  # swapped until the last row
     assert t["MAE"].iloc[-1] == pytest.approx(t["MAE"].iloc[-2])  # the F1 step trains nothing
     assert list(t["numbers from the selecting split"]) == ["yes (defect)"] + ["no"] * (len(steps) - 1)
+
+
+def test_reproduce_authors_flag_adds_both_authors_models(monkeypatch):
+    import argparse
+
+    from mmsa_core import reproduce
+
+    seen = {}
+
+    def fake(models=None, **kw):
+        seen["models"] = models
+        raise SystemExit(0)
+
+    monkeypatch.setattr(reproduce, "run_grid", fake)
+    p = argparse.ArgumentParser()
+    reproduce.add_arguments(p)
+    with pytest.raises(SystemExit):
+        reproduce.cli(p.parse_args(["--authors"]))
+    assert seen["models"] == [*reproduce.default_models(), "lnln_authors", "mplmm_authors"]
+    with pytest.raises(SystemExit):
+        reproduce.cli(p.parse_args(["--models", "lnln_authors", "mplmm_authors"]))
+    assert seen["models"] == ["lnln_authors", "mplmm_authors"]

@@ -112,6 +112,7 @@ class LNLNConfig:
     grl_only_discriminator: bool = True
     # False (the authors' models/basic_layers.py): the unimodal Transformers attend to every position, padding and
     # dropped (zeroed) frames included; True (ours): those are excluded. The text encoder masks padding either way.
+    # With False every padded position counts, so inputs must keep their full length (no trimming of padding).
     mask_attention: bool = True
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
 
