@@ -52,8 +52,9 @@ def _run_config(a):
 def cmd_synth(a):
     from .data import synth
 
-    path = synth.generate(a.out, a.shape, a.seed)
-    print(f"wrote {path} (shape {a.shape}, seed {a.seed})")
+    path = synth.generate(a.out, a.shape, a.seed, a.variant)
+    print(f"wrote {path} and its ground truth {synth.truth_path(path).name} (shape {a.shape}, variant {a.variant}, "
+          f"seed {a.seed})")
 
 
 def cmd_train(a):
@@ -120,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="path of the pickle to write")
     p.add_argument("--shape", default="small", choices=["small", "mosi"], help="small (CI-sized) or mosi (full MOSI shapes)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variant", default="redundant", choices=["redundant", "complementary"],
+                   help="the testbed's variant: missing modalities largely predictable from the others, or not")
     p.set_defaults(fn=cmd_synth)
 
     p = sub.add_parser("train", help="train a model, select on validation, evaluate on test; resumes an interrupted run")

@@ -67,7 +67,8 @@ class DataConfig:
     dataset: str = "synth"  # "synth" (the embedded default) or the path of an MMSA pickle
     synth_shape: str = "small"  # "small" (CI-sized) or "mosi" (full MOSI shapes)
     synth_seed: int = 0
-    name: str | None = None  # name in results (default: "synth-<shape>" or the file's stem)
+    synth_variant: str = "redundant"  # the testbed's variant: "redundant" or "complementary" (see data/synth.py)
+    name: str | None = None  # name in results (default: "synth-<shape>-<variant>" or the file's stem)
     label_range: tuple[float, float] | None = None  # default: [-1, 1] for SIMS files, else [-3, 3]
 
 

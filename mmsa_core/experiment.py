@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 def load_dataset(cfg: DataConfig) -> MMSADataset:
     """The embedded default (generated once, cached) or the user's MMSA pickle."""
     if cfg.dataset == "synth":
-        ds = load_mmsa(synth.ensure(cfg.synth_shape, cfg.synth_seed), name=cfg.name or f"synth-{cfg.synth_shape}")
+        ds = load_mmsa(synth.ensure(cfg.synth_shape, cfg.synth_seed, cfg.synth_variant),
+                       name=cfg.name or synth.dataset_name(cfg.synth_shape, cfg.synth_variant))
     else:
         ds = load_mmsa(cfg.dataset, name=cfg.name, label_range=cfg.label_range)
     return ds

@@ -104,13 +104,16 @@ def infer_preset(data: str) -> str:
     return "default"
 
 
-def dataset_label(data: str, name: str | None = None, synth_shape: str = "small") -> str:
+def dataset_label(data: str, name: str | None = None, synth_shape: str = "small",
+                  synth_variant: str = DataConfig.synth_variant) -> str:
     """The dataset's name in records and the default output folder. MMSA file names (``unaligned_50``) are
     the same for MOSI and MOSEI, so a file is named after the dataset in its path, else its stem."""
     if name:
         return name
     if data == "synth":
-        return f"synth-{synth_shape}"
+        from .data.synth import dataset_name
+
+        return dataset_name(synth_shape, synth_variant)
     preset = infer_preset(data)
     return preset if preset != "default" else Path(data).stem
 
@@ -291,8 +294,10 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
     preset = preset or infer_preset(data)
     if preset not in PRESETS:
         log.warning("preset %r is none of %s: only <model>_%s.yaml files are used", preset, PRESETS, preset)
-    shape = _flat(overrides).get("data.synth_shape", DataConfig.synth_shape)
-    label = dataset_label(data, name or _flat(overrides).get("data.name"), shape)
+    flat = _flat(overrides)
+    shape = flat.get("data.synth_shape", DataConfig.synth_shape)
+    variant = flat.get("data.synth_variant", DataConfig.synth_variant)
+    label = dataset_label(data, name or flat.get("data.name"), shape, variant)
     out = Path(out) if out is not None else Path("results") / label
     cells = grid(models, protocols, seeds)
     configs_ = {c: cell_config(c, data, preset, epochs, overrides, out, name, progress=not quiet, configs=configs)
@@ -303,6 +308,13 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
     with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
         _run_cells(cells, configs_, states, res, status, quiet, label)
     res.records = collect(out)
+    if data == "synth":  # the testbed knows its Bayes-optimal prediction: one more row, "oracle"
+        from . import oracle
+        from .data import synth
+
+        cfg0 = next(iter(configs_.values()))[0]
+        orc = oracle.records(synth.ensure(shape, cfg0.data.synth_seed, variant), label, cfg0.train.eval_seed)
+        res.records = pd.concat([res.records, orc], ignore_index=True)
     res.records.to_csv(res.records_path, index=False)
     cell_histories(out).to_csv(out / "histories.csv", index=False)  # for the checkpoint selection table
     prov_cells = {}

@@ -40,7 +40,8 @@ PROVENANCE_COLUMNS = ("selected_epoch", "commit", "config_hash", "device")  # wr
 KEY = ("model", "train_protocol", "seed", "protocol", "setting", "level", "mode", "metric")
 # metrics that are NaN by definition in a legitimate case (no sample with a non-zero label)
 MAY_BE_NAN = frozenset({"Acc-2 non-0", "F1 non-0", "F1 non-0 swapped"})
-MODEL_ORDER = ("lnln", "lnln_authors", "almt", "promma", "mplmm", "mplmm_authors", "baseline")
+MODEL_ORDER = ("lnln", "lnln_authors", "almt", "promma", "mplmm", "mplmm_authors", "baseline",
+               "oracle")  # oracle: the testbed's Bayes-optimal row
 # rows run with their authors' protocol (presets <model>_<preset>.yaml; chapter 11): every table's caption says so
 AUTHORS_MODELS = {"lnln_authors": "LNLN with its authors' protocol (checkpoints chosen per metric on the TEST split: "
                                   "a defect, shown to explain the paper's numbers)",

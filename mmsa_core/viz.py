@@ -26,7 +26,10 @@ MASK_COLORS = ("#f2f2f2", "#4c78a8", "#e45756", "#1b2a41")
 
 
 def fig_html(fig, name: str) -> str:
-    """The HTML of a plotly figure (plotly.js from its CDN) with the div id ``name``."""
+    """The HTML of a plotly figure (plotly.js from its CDN) with the div id ``name``.
+
+    The CDN tag lets the figure draw in Jupyter and Colab (where each output is a frame of its own); the book
+    build swaps it for the site's own copy of plotly.js (``tools/offline_assets.py``)."""
     return fig.to_html(full_html=False, include_plotlyjs="cdn", div_id=name)
 
 

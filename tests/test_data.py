@@ -303,15 +303,23 @@ def _lexicon_score(words: list[str]) -> float:
     return s
 
 
-def test_labels_follow_the_words(synth_ds):
-    # label = round(clip(0.9 * score + N(0, 0.25)), 0.2 grid): more than 4.4 noise SDs (1.1) off is a label that
-    # does not match its words (e.g. the score of a word cut off by the length limit)
-    for split in ("train", "valid", "test"):
-        sp = synth_ds[split]
-        expected = np.clip(0.9 * np.array([_lexicon_score(t.split()) for t in sp.raw_text]), -3, 3)
-        dev = np.abs(expected - sp.data.labels.numpy())
-        assert dev.max() < 1.1, (split, int(dev.argmax()), sp.raw_text[int(dev.argmax())])
-        assert np.corrcoef(expected, sp.data.labels.numpy())[0, 1] > 0.95
+def test_phrases_spell_the_text_content(synth_path):
+    # each sentiment phrase's lexicon score is text_scale * c_l plus phrase noise: the phrases in the truth are the
+    # words of the sentence, and their mean follows the text content
+    meta, truth = synth.truth(synth_path)
+    ds = load_mmsa(synth_path)
+    tb = meta["testbed"]
+    for split in ("train", "test"):
+        sp, tr = ds[split], truth[split]
+        ph = tr["phrases"]
+        words = [t.split() for t in sp.raw_text]
+        for i in range(0, len(sp), 5):
+            for a, b, score in ph[i]:
+                if np.isfinite(score):
+                    assert _lexicon_score(words[i][int(a) - 1:int(b) - 1]) == pytest.approx(score, abs=1e-6), (i, words[i])
+        has = np.isfinite(ph[:, :, 2]).any(1)
+        mean = np.nanmean(np.where(np.isfinite(ph[:, :, 2]), ph[:, :, 2], np.nan)[has], 1) / tb["text_scale"]
+        assert np.corrcoef(mean, tr["content_text"][has])[0, 1] > 0.85
 
 
 def _ridge_corr(seed) -> dict[str, float]:
@@ -329,39 +337,30 @@ def _ridge_corr(seed) -> dict[str, float]:
     out = {}
     for m in ("text", "audio", "vision"):
         X, y = pooled("train", m), d["train"]["regression_labels"]
-        w = np.linalg.solve(X.T @ X + np.eye(X.shape[1]), X.T @ y)
+        w = np.linalg.solve(X.T @ X + 10 * np.eye(X.shape[1]), X.T @ y)
         out[m] = float(np.corrcoef(pooled("test", m) @ w, d["test"]["regression_labels"])[0, 1])
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_language_carries_most_sentiment_then_audio_then_vision(seed):
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_modality_carries_sentiment_that_transfers_to_test(seed):
     r = _ridge_corr(seed)
-    # each channel's sentiment pattern learnt on train must carry over to test (the standard error of a
-    # correlation on 400 test samples is about 0.05, so 0.12 is clearly above chance)...
-    assert r["vision"] > 0.12, r
-    # ...and the ordering is the dataset's design (LNLN's premise that language dominates)
-    assert r["text"] > r["audio"] + 0.03 and r["audio"] > r["vision"] + 0.05, r
+    # each channel's sentiment learnt on train must carry over to test (the standard error of a correlation on 400
+    # test samples is about 0.05). Which modality dominates is a statement about information, not about what a
+    # linear probe of mean-pooled states finds: tests/test_testbed.py checks it with the oracle.
+    assert min(r.values()) > 0.3, r
 
 
-def test_conflicting_samples_exist_and_contradict_the_words(synth_ds):
-    d = _split_arrays(0, "test", SMALL.n_test)
-    conflict = d["conflicting"]
-    assert 0.05 < conflict.mean() < 0.2
-    # the audio channel of a conflicting sample expresses the opposite sentiment: a fit of audio on the
-    # non-conflicting train samples predicts the label with the wrong sign on conflicting test samples
-    tr = _split_arrays(0, "train", SMALL.n_train)
-
-    def pooled(dd):
-        mask = (np.arange(SMALL.audio_len)[None] < dd["audio_lengths"][:, None]).astype(np.float32)
-        return np.c_[(dd["audio"] * mask[..., None]).sum(1) / mask.sum(1, keepdims=True), np.ones(len(mask))]
-
-    keep = ~tr["conflicting"]
-    X = pooled(tr)[keep]
-    w = np.linalg.solve(X.T @ X + np.eye(X.shape[1]), X.T @ tr["regression_labels"][keep])
-    p, y = pooled(d) @ w, d["regression_labels"]
-    assert np.corrcoef(p[~conflict], y[~conflict])[0, 1] > 0.3
-    assert np.corrcoef(p[conflict], y[conflict])[0, 1] < -0.3
+def test_conflicting_samples_are_those_whose_voice_and_face_contradict_the_words(synth_path):
+    meta, truth = synth.truth(synth_path)
+    tr = truth["test"]
+    nonverbal = tr["content_audio"] * meta["testbed"]["weights"][1] + tr["content_vision"] * meta["testbed"]["weights"][2]
+    c = tr["conflicting"]
+    assert c.any() and (np.sign(tr["content_text"][c]) != np.sign(nonverbal[c])).all()
+    assert (np.abs(tr["content_text"][c]) > 0.5).all() and (np.abs(nonverbal[c]) > 0.5).all()
+    # and every sample of that description is marked
+    both = (np.sign(tr["content_text"]) != np.sign(nonverbal)) & (np.abs(tr["content_text"]) > 0.5) & (np.abs(nonverbal) > 0.5)
+    assert (both == c).all()
 
 
 def test_tokens_are_real_wordpieces_of_the_right_words(synth_ds):
@@ -404,13 +403,13 @@ def test_mosi_shape(tmp_path):
     # the full 2199-sample file takes seconds and ~450 MB: check the shape table and a tiny split instead
     sh = synth.SHAPES["mosi"]
     assert (sh.n_train, sh.n_valid, sh.n_test) == (1284, 229, 686)
-    assert (sh.text_len, sh.text_dim, sh.audio_len, sh.audio_dim, sh.vision_len, sh.vision_dim) == (50, 768, 375, 5, 500, 20)
+    assert (sh.text_len, sh.text_dim, sh.audio_len, sh.audio_dim, sh.vision_len, sh.vision_dim) == (50, 384, 375, 5, 500, 20)
     assert synth.describe("mosi")["audio_len"] == 375
     d = synth.make_split(sh, 3, 0, "valid")
-    assert d["text"].shape == (3, 50, 768) and d["text_bert"].shape == (3, 3, 50)
+    assert d["text"].shape == (3, 50, 384) and d["text_bert"].shape == (3, 3, 50)
     assert d["audio"].shape == (3, 375, 5) and d["vision"].shape == (3, 500, 20)
     assert d["regression_labels"].shape == (3,)
     ds = load_mmsa(write_mmsa(tmp_path / "m.pkl", {s: synth.make_split(sh, 2, 0, s) for s in ("train", "valid", "test")}))
-    assert ds.spec == DataSpec(50, 768, 375, 5, 500, 20)
+    assert ds.spec == DataSpec(50, 384, 375, 5, 500, 20)
     with pytest.raises(ValueError, match="unknown synth shape"):
         synth.generate(tmp_path / "x.pkl", "mosei")
