@@ -246,7 +246,7 @@ def test_mplmm_causal_attention_and_last_position_readout(synth_ds):
     batch = _mplmm_batch(synth_ds)
     out = model(batch)
     assert out.pred.shape == (len(batch),) and set(out.losses) == {"sentiment"}
-    assert float(out.losses["sentiment"]) == pytest.approx(float((out.pred - batch.labels).abs().mean().detach()), rel=1e-5)
+    assert float(out.losses["sentiment"].detach()) == pytest.approx(float((out.pred - batch.labels).abs().mean().detach()), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- presets, grid, hashes
