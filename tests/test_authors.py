@@ -260,6 +260,15 @@ def test_presets_are_sets_of_switches():
         assert (t.schedule, t.shuffle, t.valid_redraw, t.select_split, t.weight_decay, t.grad_clip) == \
             ("plateau", False, True, "valid", 0.0, 0.8), name
     assert TrainConfig().schedule == "warmup_cosine" and TrainConfig().select_split == "valid"  # ours by default
+    from mmsa_core.experiment import model_config
+    from mmsa_core.models.lnln import lnln_preset
+
+    for name in ("mosi", "mosei", "sims"):  # the authors' model: the paper preset with attention masks off
+        assert asdict(model_config(load_config(f"lnln_authors_{name}"))) == \
+            asdict(replace(lnln_preset(name), mask_attention=False)), name
+    ours = asdict(model_config(load_config("lnln_default")))
+    assert asdict(model_config(load_config("lnln_authors_default"))) == \
+        {**ours, "mask_attention": False, "grl_only_discriminator": False}
 
 
 def test_practice_fields_change_the_hash_only_when_set():
