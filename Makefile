@@ -59,9 +59,10 @@ test: env test-unit test-notebooks html test-nbval test-html
 test-unit: env
 	$(PY) -m pytest tests -q -m "not book"
 
-# every chapter end to end under papermill with its default parameters (into _build/executed)
+# every chapter end to end under papermill with its default parameters, as on Colab: the wheel installed into a
+# fresh virtualenv outside the checkout, the chapters run from an empty folder (executed copies in _build/executed)
 test-notebooks: env
-	$(PY) tools/run_notebooks.py --out _build/executed -j $(JOBS)
+	$(PY) tools/test_wheel.py --out _build/executed -j $(JOBS)
 
 # nbval re-executes the table chapter(s) and compares the checked tables with the committed outputs
 test-nbval: env

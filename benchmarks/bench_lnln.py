@@ -1,25 +1,47 @@
-"""LNLN step-time benchmark at CMU-MOSI shapes: one training step and one evaluation step. Prints JSON.
+"""LNLN speed and memory at CMU-MOSI shapes: ours against the authors' protocol and a straightforward variant.
 
-    python benchmarks/bench_lnln.py [--batch 64] [--encoder bert-base|minilm|tiny] [--repeats 2] [--threads 2]
+    python benchmarks/bench_lnln.py            # all default variants, full epochs: about 75 min on 2 CPU threads
+    python benchmarks/bench_lnln.py --quick    # 3 training + 2 evaluation batches per variant: about 20 min
+
+(Run times estimated from the issue's step times on a 2-core machine, not measured.) Writes the JSON to
+``--out`` (default ``mmsa_core/reference/benchmarks/lnln-<cpu|cuda>.json``; ``--out -`` prints only) and prints it.
 
 The model is the authors' MOSI configuration (``lnln_preset("mosi")``, 6,483,012 parameters outside the text
-encoder) with randomly initialised weights; speed does not depend on the weights. The text encoder is by default
-a randomly initialised BERT-base-sized BertModel (hidden 768, 12 layers: the paper's cost without a download);
-``--encoder minilm`` uses the packaged all-MiniLM-L6-v2, ``--encoder tiny`` a 2-layer toy BERT.
+encoder), randomly initialised (speed does not depend on the weights; every variant gets the same weights). The text
+encoder is by default a randomly initialised BERT-base-sized BertModel (hidden 768, 12 layers: the paper's cost
+without a download); ``--encoder minilm`` uses the packaged all-MiniLM-L6-v2, ``--encoder tiny`` a 2-layer toy BERT.
 
-The batch is random tensors of MOSI shapes (text 50 tokens, audio 375 x 5, vision 500 x 20), corrupted by
-protocol A's training draw, so that the complete input rides along as in training. Two variants of the SAME
-architecture and weights are timed, each in its own child process (so that peak memory is per variant):
+Variants, each timed in its own child process (so that peak memory is per variant):
 
-- ``ours``: the complete and incomplete inputs through the text encoder and embedding networks in ONE batched
-  pass; attention with ``scaled_dot_product_attention``.
-- ``straightforward``: two separate passes (incomplete, then complete), as the authors' code does, and attention
-  as explicit matmul + softmax (einsum style).
-- ``ours-compiled`` (on request, ``--variants``): ``ours`` under ``torch.compile`` (what ``train.compile=true`` does);
-  compilation happens in the warm-up steps, which are not timed.
+- ``authors``: the work the authors' code does: every batch padded to the full lengths (50 / 375 / 500, as their
+  loader does), two separate embedding passes (incomplete, then complete), attention as explicit einsum + softmax
+  over EVERY position (padding and dropped frames included), fp32. Its predictions differ from ours by design
+  (it attends to padding); BERT itself keeps its attention mask and its default attention kernel in every variant.
+- ``straightforward``: as ``authors`` but with masked attention (the same function as ours).
+- ``ours``: what the MOSI preset runs: batches grouped by length (``train.group_by_length``), each modality cut to
+  the batch's longest valid length (``trim_padding``), one batched embedding pass in which an unchanged complete row
+  is embedded once (``share_unchanged``), ``scaled_dot_product_attention``.
+- ``ours-ckpt``: ours with activation checkpointing of the text encoder (``checkpoint_text``): memory for time.
+- ``ours-bf16``: ours under CPU bf16 autocast (``cpu_bf16``); in the default list only where the CPU has native bf16.
+- ``ours-compiled`` (on request): ours under ``torch.compile`` (compilation happens in the untimed warm-up).
 
-Training step = forward + backward + AdamW step (AMP bf16/fp16 on CUDA); evaluation step = a no-grad forward over
-the incomplete input (evaluation never embeds the complete input, in both variants).
+Measured per variant, on the embedded dataset at MOSI shapes (``synth --shape mosi``: 1284 training and 686 test
+samples whose text, audio and vision lengths vary):
+
+- one training EPOCH (forward + backward + AdamW step over protocol A's training draw, batch ``--batch``) and one
+  evaluation of the whole test split at missing rate 0.5 (no-grad forward, batch ``--eval-batch``). With
+  ``--quick`` only ``--quick-batches`` training and 2 evaluation batches are timed, chosen evenly spaced in cost
+  (longest text) among the epoch's batches; the JSON gives samples/s over the timed batches and the epoch time
+  extrapolated from it (``"extrapolated": true``);
+- the former per-STEP figures: one training and one evaluation step on a random batch of MOSI shapes at batch 64;
+- peak memory: the child process's peak resident set size on a CPU (data, model, every phase), peak allocated
+  memory on CUDA.
+
+Ratios (ours over the other variant, per epoch): ``speedup_train_vs_authors``, ``speedup_eval_vs_authors``,
+``memory_ratio_vs_authors`` (peak memory, ours / authors), the same ``_vs_straightforward``, and the step ratios
+``speedup_train`` / ``speedup_eval`` (straightforward / ours per step, as before). Also recorded: which
+scaled-dot-product-attention kernel runs with a mask in training and evaluation (``sdpa_backend``), and whether
+the CPU computes bf16 natively.
 """
 
 from __future__ import annotations
@@ -28,6 +50,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,13 +59,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import emit, environment, peak_memory_mb, time_it  # noqa: E402
+from common import emit, environment, peak_memory_mb, sync, time_it  # noqa: E402
 from mmsa_core import missing  # noqa: E402
-from mmsa_core.data.mmsa import Batch  # noqa: E402
-from mmsa_core.evaluate import autocast  # noqa: E402
+from mmsa_core.config import DataConfig  # noqa: E402
+from mmsa_core.data import synth  # noqa: E402
+from mmsa_core.data.mmsa import Batch, DataSpec  # noqa: E402
+from mmsa_core.evaluate import amp_dtype, autocast  # noqa: E402
 from mmsa_core.models.layers import Attention  # noqa: E402
-from mmsa_core.models.lnln import LNLN, PAPER_SPECS, lnln_preset  # noqa: E402
+from mmsa_core.models.lnln import LNLN, cpu_has_native_bf16, lnln_preset  # noqa: E402
 from mmsa_core.models.text import TextEncoderConfig  # noqa: E402
+from mmsa_core.train import group_by_length  # noqa: E402
 from mmsa_core.utils import resolve_device  # noqa: E402
 
 ENCODERS = {
@@ -50,10 +76,26 @@ ENCODERS = {
     "minilm": TextEncoderConfig(kind="pretrained", name_or_path="minilm"),
     "tiny": TextEncoderConfig(kind="tiny"),
 }
+OURS = dict(trim_padding=True, share_unchanged=True)
+PLAIN = dict(trim_padding=False, share_unchanged=False)
+# variant -> (LNLN config switches, attention, embedding passes, length-grouped batches)
+VARIANTS = {
+    "authors": (PLAIN, "einsum-unmasked", "two", False),
+    "straightforward": (PLAIN, "einsum", "two", False),
+    "ours": (OURS, "sdpa", "one", True),
+    "ours-ckpt": ({**OURS, "checkpoint_text": True}, "sdpa", "one", True),
+    "ours-bf16": ({**OURS, "cpu_bf16": True}, "sdpa", "one", True),
+    "ours-compiled": (OURS, "sdpa", "one", True),
+}
+# the issue's targets (speed-ups: at least; memory: at most); evaluation at least as fast per sample as training
+TARGETS = {"speedup_train_vs_authors": 2.5, "speedup_eval_vs_authors": 2.0, "memory_ratio_vs_authors": 0.5,
+           "eval_vs_train_per_sample": 1.0}
+EVAL_RATE = 0.5  # the missing rate of the timed evaluation
+SEED = 1111
 
 
 class EinsumAttention(Attention):
-    """The same attention (same parameters) computed as explicit matmul + masked softmax."""
+    """The same attention (same parameters) computed as explicit einsum + masked softmax."""
 
     def forward(self, q, k, v, key_mask=None):
         B, Lq, _ = q.shape
@@ -68,27 +110,40 @@ class EinsumAttention(Attention):
         return self.to_out(out.transpose(1, 2).reshape(B, Lq, -1))
 
 
-class StraightforwardLNLN(LNLN):
+class UnmaskedEinsumAttention(EinsumAttention):
+    """As the authors: every position is attended to, padding and dropped frames included."""
+
+    def forward(self, q, k, v, key_mask=None):
+        return super().forward(q, k, v, None)
+
+
+class TwoPassLNLN(LNLN):
     """LNLN with two separate embedding passes (incomplete, then complete) instead of one batched pass."""
 
     def embed_pair(self, batch, complete):
         return self.embed_batch(batch), self.embed_batch(complete)
 
 
-def straightforward(model: LNLN) -> LNLN:
-    model.__class__ = StraightforwardLNLN
-    for m in model.modules():
-        if type(m) is Attention:
-            m.__class__ = EinsumAttention
+def build(variant: str, encoder: str, spec: DataSpec) -> LNLN:
+    """The variant's model; the same weights for every variant (the switches create no parameters)."""
+    switches, attention, passes, _ = VARIANTS[variant]
+    torch.manual_seed(0)
+    model = LNLN(replace(lnln_preset("mosi"), text=ENCODERS[encoder], **switches), spec)
+    if passes == "two":
+        model.__class__ = TwoPassLNLN
+    if attention != "sdpa":
+        cls = EinsumAttention if attention == "einsum" else UnmaskedEinsumAttention
+        for m in model.modules():
+            if type(m) is Attention:
+                m.__class__ = cls
     return model
 
 
-def mosi_batch(n: int, device, seed: int = 0) -> Batch:
-    """Random tensors of MOSI shapes, corrupted by protocol A's training draw (so ``.complete`` is set)."""
-    spec = PAPER_SPECS["mosi"]
+def mosi_batch(spec: DataSpec, n: int, device, seed: int = 0) -> Batch:
+    """Random tensors of ``spec``'s shapes, corrupted by protocol A's training draw (so ``.complete`` is set)."""
     g = torch.Generator().manual_seed(seed)
     pos = lambda L: torch.arange(L)[None, :]  # noqa: E731
-    n_tok = torch.randint(8, spec.text_len + 1, (n, 1), generator=g)
+    n_tok = torch.randint(min(8, spec.text_len), spec.text_len + 1, (n, 1), generator=g)
     ids = torch.randint(1000, 30000, (n, spec.text_len), generator=g)
     ids[:, 0] = 101
     ids = torch.where(pos(spec.text_len) == n_tok - 1, torch.full_like(ids, 102), ids)
@@ -108,25 +163,49 @@ def mosi_batch(n: int, device, seed: int = 0) -> Batch:
     return missing.apply(data.to(device), plan, spec.unk_id)
 
 
+def pick(batches: list[torch.Tensor], k: int | None, cost) -> list[int]:
+    """All batch indices, or ``k`` full batches evenly spaced in ``cost`` (so that the timed ones represent the epoch)."""
+    if k is None:
+        return list(range(len(batches)))
+    full = [i for i, b in enumerate(batches) if len(b) == len(batches[0])]
+    ranked = sorted(full, key=cost)
+    k = min(k, len(ranked))
+    return [ranked[int((i + 0.5) * len(ranked) / k)] for i in range(k)]
+
+
+def timed_batches(fn, batches, chosen, n_total, device) -> dict:
+    """Run ``fn(idx)`` once untimed (warm-up), then on every chosen batch; samples/s and the epoch time."""
+    fn(batches[chosen[0]])
+    sync(device)
+    seconds, samples, per_batch = 0.0, 0, []
+    for i in chosen:
+        t0 = time.perf_counter()
+        fn(batches[i])
+        sync(device)
+        dt = time.perf_counter() - t0
+        seconds, samples = seconds + dt, samples + len(batches[i])
+        per_batch.append(dt)
+    rate = samples / seconds
+    return {"batches_timed": len(chosen), "batches_per_epoch": len(batches), "samples_timed": samples,
+            "seconds_timed": seconds, "samples_per_s": rate, "epoch_s": n_total / rate,
+            "median_batch_s": sorted(per_batch)[len(per_batch) // 2], "extrapolated": len(chosen) < len(batches)}
+
+
 def child(a) -> dict:
-    """Time one variant in this process and return its measurements."""
+    """Measure one variant in this process and return its figures."""
+    from mmsa_core.experiment import load_dataset
+
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
     device = resolve_device(a.device)
-    cfg = replace(lnln_preset("mosi"), text=ENCODERS[a.encoder])
-    model = LNLN(cfg, PAPER_SPECS["mosi"])
-    if a.variant == "straightforward":
-        model = straightforward(model)
-    model.to(device)
-    fwd = model
-    if a.variant == "ours-compiled":  # what train.compile=true does; compilation happens in the warm-up steps
-        fwd = torch.compile(model)
-    batch = mosi_batch(a.batch, device)
+    ds = load_dataset(DataConfig(dataset="synth", synth_shape=a.shape))
+    spec = ds.spec
+    model = build(a.variant, a.encoder, spec).to(device)
+    fwd = torch.compile(model) if a.variant == "ours-compiled" else model
     amp = device.type == "cuda" and not a.no_amp
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype(device) == torch.float16)  # as the trainer
 
-    def train_step():
+    def train_step(batch):
         model.train()
         with autocast(device, amp):
             loss = sum(fwd(batch).losses.values())
@@ -135,69 +214,181 @@ def child(a) -> dict:
         scaler.step(opt)
         scaler.update()
 
-    eval_batch = batch.with_(complete=None)
-
     @torch.no_grad()
-    def eval_step():
+    def eval_step(batch):
         model.eval()
         with autocast(device, amp):
-            fwd(eval_batch)
+            fwd(batch)
 
-    # the function both variants must compute (same seed, same weights, before any training step)
+    train, test = ds["train"].data.to(device), ds["test"].data.to(device)
+    test_plan = missing.draw("A", test, EVAL_RATE, 0, 0, "test")
+
+    def test_batch(idx):
+        return missing.apply(test.take(idx), test_plan.take(idx.cpu()), spec.unk_id).with_(complete=None)
+
+    # the function each variant computes (same weights, before any training step): the first test batch
+    first = torch.arange(min(a.eval_batch, len(test)), device=device)
     model.eval()
     with torch.no_grad():
-        pred = model(eval_batch).pred.float().cpu()
-    t_eval = time_it(eval_step, device, a.repeats, a.warmup)
+        pred = model(test_batch(first)).pred.float().cpu()
+
+    # per step: a random batch of MOSI shapes (as in the former benchmark)
+    batch = mosi_batch(spec, a.batch, device)
+    eval_batch = batch.with_(complete=None)
+    t_eval = time_it(lambda: eval_step(eval_batch), device, a.repeats, a.warmup)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_train = time_it(train_step, device, a.repeats, a.warmup)
+    t_train = time_it(lambda: train_step(batch), device, a.repeats, a.warmup)
+
+    # per epoch: the training split in the trainer's order (grouped by length for ours), then the test split
+    k = a.quick_batches if a.quick else None
+    order = torch.randperm(len(train), generator=missing.generator("order", SEED, 0)).to(device)
+    if VARIANTS[a.variant][3]:
+        order = group_by_length(order, train, a.batch, missing.generator("group", SEED, 0))
+    plan = missing.draw("A", train, None, SEED, 0, "train")
+    train_batches = list(order.split(a.batch))
+    tlen = train.text_mask.sum(1)
+    chosen = pick(train_batches, k, lambda i: int(tlen[train_batches[i]].max()))
+    epoch_train = timed_batches(lambda idx: train_step(missing.apply(train.take(idx), plan.take(idx.cpu()), spec.unk_id)),
+                                train_batches, chosen, len(train), device)
+    test_batches = list(torch.arange(len(test), device=device).split(a.eval_batch))  # predict()'s order
+    elen = test.text_mask.sum(1)
+    chosen = pick(test_batches, 2 if a.quick else None, lambda i: int(elen[test_batches[i]].max()))
+    epoch_eval = timed_batches(lambda idx: eval_step(test_batch(idx)), test_batches, chosen, len(test), device)
     return {"variant": a.variant, "train_step": t_train, "eval_step": t_eval,
             "train_samples_per_s": a.batch / t_train["median_s"], "eval_samples_per_s": a.batch / t_eval["median_s"],
+            "epoch": {"train": epoch_train, "eval": epoch_eval},
             "peak_memory_mb": peak_memory_mb(device), "pred": pred.tolist(),
             "params_total": sum(p.numel() for p in model.parameters()),
-            "params_outside_text_encoder": model.num_params(), **environment(device)}
+            "params_outside_text_encoder": model.num_params(), "n_train": len(train), "n_test": len(test),
+            **environment(device)}
+
+
+def sdpa_backends(device) -> dict:
+    """The aten kernels behind ``scaled_dot_product_attention`` with a key mask, in training and evaluation,
+    at the vision sequence's length (508 = 8 summary tokens + 500 frames)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    attn = Attention(128, 8, 64).to(device)
+    x = torch.randn(2, 508, 128, device=device)
+    mask = torch.arange(508, device=device)[None] < torch.tensor([[508], [300]], device=device)
+    out = {}
+    for phase, grad in (("train", True), ("eval", False)):
+        attn.train(grad)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch.set_grad_enabled(grad), profile(activities=acts) as prof:
+            y = attn(x, x, x, mask)
+            if grad:
+                y.sum().backward()
+        out[phase] = sorted({e.key for e in prof.key_averages() if "scaled_dot_product" in e.key or "_efficient_attention" in e.key
+                             or "flash" in e.key})
+    return out
+
+
+def ratio(results, key_fn, num: str, den: str):
+    return key_fn(results[num]) / key_fn(results[den]) if num in results and den in results else None
+
+
+def summary(a, results: dict, device) -> dict:
+    first = results[next(iter(results))]
+    report = {"benchmark": "lnln_step", "shapes": a.shape, "batch": a.batch, "eval_batch": a.eval_batch,
+              "encoder": a.encoder, "repeats": a.repeats, "quick": a.quick,
+              "data": f"synth --shape {a.shape}: {first['n_train']} training, {first['n_test']} test samples; "
+                      f"evaluation at missing rate {EVAL_RATE}",
+              "variants": list(results), "cpu_native_bf16": cpu_has_native_bf16(), "sdpa_backend": sdpa_backends(device),
+              **{k: first[k] for k in ("device", "threads", "torch", "params_total", "params_outside_text_encoder")}}
+    for v, r in results.items():
+        report[v] = {k: r[k] for k in ("train_step", "eval_step", "train_samples_per_s", "eval_samples_per_s",
+                                       "epoch", "peak_memory_mb")}
+    train_rate = lambda r: r["epoch"]["train"]["samples_per_s"]  # noqa: E731
+    eval_rate = lambda r: r["epoch"]["eval"]["samples_per_s"]  # noqa: E731
+    memory = lambda r: r["peak_memory_mb"]  # noqa: E731
+    for other in ("authors", "straightforward"):
+        report[f"speedup_train_vs_{other}"] = ratio(results, train_rate, "ours", other)
+        report[f"speedup_eval_vs_{other}"] = ratio(results, eval_rate, "ours", other)
+        report[f"memory_ratio_vs_{other}"] = ratio(results, memory, "ours", other)
+    report["step_speedup_train_vs_authors"] = ratio(results, lambda r: 1 / r["train_step"]["median_s"], "ours", "authors")
+    report["step_speedup_eval_vs_authors"] = ratio(results, lambda r: 1 / r["eval_step"]["median_s"], "ours", "authors")
+    if "straightforward" in results and "ours" in results:  # the former step ratios (straightforward / ours)
+        report["speedup_train"] = ratio(results, lambda r: 1 / r["train_step"]["median_s"], "ours", "straightforward")
+        report["speedup_eval"] = ratio(results, lambda r: 1 / r["eval_step"]["median_s"], "ours", "straightforward")
+    if "ours" in results:  # evaluation against training, per sample, both per epoch
+        report["eval_vs_train_per_sample"] = eval_rate(results["ours"]) / train_rate(results["ours"])
+    if "ours-ckpt" in results:
+        report["memory_ratio_vs_authors_ckpt"] = ratio(results, memory, "ours-ckpt", "authors")
+        report["memory_ratio_ckpt_vs_ours"] = ratio(results, memory, "ours-ckpt", "ours")
+        report["time_ratio_ckpt_vs_ours"] = ratio(results, train_rate, "ours", "ours-ckpt")  # > 1: checkpointing is slower
+    if "ours-compiled" in results:
+        report["speedup_train_vs_authors_compiled"] = ratio(results, train_rate, "ours-compiled", "authors")
+        report["speedup_eval_vs_authors_compiled"] = ratio(results, eval_rate, "ours-compiled", "authors")
+        if "straightforward" in results:
+            report["speedup_train_compiled"] = ratio(results, lambda r: 1 / r["train_step"]["median_s"], "ours-compiled", "straightforward")
+            report["speedup_eval_compiled"] = ratio(results, lambda r: 1 / r["eval_step"]["median_s"], "ours-compiled", "straightforward")
+    if "ours-bf16" in results:
+        report["speedup_train_vs_authors_bf16"] = ratio(results, train_rate, "ours-bf16", "authors")
+        report["speedup_train_bf16_vs_ours"] = ratio(results, train_rate, "ours-bf16", "ours")
+    diff = lambda x, y: max(abs(p - q) for p, q in zip(results[x]["pred"], results[y]["pred"]))  # noqa: E731
+    if "ours" in results:
+        for other, key in (("straightforward", "max_abs_pred_diff"), ("authors", "max_abs_pred_diff_vs_authors"),
+                           ("ours-bf16", "max_abs_pred_diff_bf16"), ("ours-ckpt", "max_abs_pred_diff_ckpt"),
+                           ("ours-compiled", "max_abs_pred_diff_compiled")):
+            if other in results:
+                report[key] = diff("ours", other)
+    report["targets"] = TARGETS
+    return report
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="time --quick-batches training and 2 evaluation batches "
+                    "per variant and extrapolate to the epoch; steps timed once")
+    ap.add_argument("--quick-batches", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--eval-batch", type=int, default=64)
     ap.add_argument("--encoder", default="bert-base", choices=sorted(ENCODERS))
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--shape", default="mosi", choices=sorted(synth.SHAPES), help="synth data shape (small: tests)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats of each step (default 2; 1 with --quick)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    ap.add_argument("--variants", default="ours,straightforward",
-                    help="comma-separated: ours, straightforward, ours-compiled (ours under torch.compile)")
+    ap.add_argument("--variants", default=None,
+                    help=f"comma-separated, of {', '.join(VARIANTS)} (default: authors, straightforward, ours, "
+                         "ours-ckpt, and ours-bf16 where the CPU has native bf16)")
+    ap.add_argument("--out", default=None, help="JSON file (default mmsa_core/reference/benchmarks/lnln-<cpu|cuda>.json; - : print only)")
     ap.add_argument("--variant", help=argparse.SUPPRESS)  # set in the child processes
     a = ap.parse_args()
+    a.repeats = a.repeats or (1 if a.quick else 2)
     if a.variant:
         print(json.dumps(child(a)))
         return
+    device = resolve_device(a.device)
+    bf16_native = device.type == "cpu" and cpu_has_native_bf16()
+    default = ["authors", "straightforward", "ours", "ours-ckpt"] + (["ours-bf16"] if bf16_native else [])
+    variants = a.variants.split(",") if a.variants else default
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {unknown}; expected some of {list(VARIANTS)}")
+    if "ours-bf16" in variants and not bf16_native:
+        sys.exit("variant ours-bf16: CPU bf16 autocast needs a CPU with native bf16 (AVX512-BF16 or AMX); "
+                 f"this {'is a GPU run (AMP is on by default)' if device.type != 'cpu' else 'CPU has neither'}")
+    synth.ensure(a.shape)  # generated once, before the children read it
     results = {}
-    for v in a.variants.split(","):
-        cmd = [sys.executable, __file__, "--variant", v, "--batch", str(a.batch), "--encoder", a.encoder,
-               "--repeats", str(a.repeats), "--warmup", str(a.warmup), "--threads", str(a.threads),
-               "--device", a.device] + (["--no-amp"] if a.no_amp else [])
+    for v in variants:
+        cmd = [sys.executable, __file__, "--variant", v, "--batch", str(a.batch), "--eval-batch", str(a.eval_batch),
+               "--encoder", a.encoder, "--shape", a.shape, "--repeats", str(a.repeats), "--warmup", str(a.warmup),
+               "--threads", str(a.threads), "--device", a.device, "--quick-batches", str(a.quick_batches)]
+        cmd += (["--no-amp"] if a.no_amp else []) + (["--quick"] if a.quick else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"variant {v} failed:\n{out.stderr[-3000:]}")
         results[v] = json.loads(out.stdout.strip().splitlines()[-1])
-    report = {"benchmark": "lnln_step", "shapes": "mosi", "batch": a.batch, "encoder": a.encoder,
-              "repeats": a.repeats, **{k: results[next(iter(results))][k] for k in
-                                       ("device", "threads", "torch", "params_total", "params_outside_text_encoder")}}
-    for v, r in results.items():
-        report[v] = {k: r[k] for k in ("train_step", "eval_step", "train_samples_per_s", "eval_samples_per_s",
-                                       "peak_memory_mb")}
-    if "ours" in results and "straightforward" in results:
-        o, s = results["ours"], results["straightforward"]
-        report["speedup_train"] = s["train_step"]["median_s"] / o["train_step"]["median_s"]
-        report["speedup_eval"] = s["eval_step"]["median_s"] / o["eval_step"]["median_s"]
-        report["max_abs_pred_diff"] = max(abs(x - y) for x, y in zip(o["pred"], s["pred"]))
-    if "ours-compiled" in results and "straightforward" in results:
-        c, s = results["ours-compiled"], results["straightforward"]
-        report["speedup_train_compiled"] = s["train_step"]["median_s"] / c["train_step"]["median_s"]
-        report["speedup_eval_compiled"] = s["eval_step"]["median_s"] / c["eval_step"]["median_s"]
+        print(f"{v}: done", file=sys.stderr)
+    report = summary(a, results, device)
+    if a.out != "-":
+        path = Path(a.out or Path(__file__).resolve().parent.parent / "mmsa_core" / "reference" / "benchmarks" / f"lnln-{device.type}.json")
+        path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
     emit(report)
 
 

@@ -2,7 +2,10 @@
 375x5, vision 500x20; random tensors, protocol-B corruption at eta 0.7), batched vs a per-sample loop, in one run,
 and one evaluation step (batched, no gradients). Prints JSON.
 
-    python benchmarks/bench_promma.py [--batch 64] [--threads 2] [--device auto] [--model promma|mplmm]
+    python benchmarks/bench_promma.py [--batch 64] [--threads 2] [--device auto] [--model promma|mplmm] [--no-amp]
+
+On CUDA every variant runs under the trainer's autocast (``evaluate.amp_dtype``: native bf16, else fp16 with the
+loss scaled as the trainer scales it); ``--no-amp`` times fp32.
 
 "batched" is ProMMA's forward: the whole batch at once, every mode in one pass. "loop" does the same computation
 one sample at a time, the way MPLMM's code builds each sample's inputs in a Python loop: forward of a batch of 1,
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout'
 from common import emit, environment, peak_memory_mb, time_it
 from mmsa_core import missing
 from mmsa_core.data.mmsa import Batch, DataSpec
+from mmsa_core.evaluate import amp_dtype, autocast
 from mmsa_core.models.promma import PRESET_DATA, ProMMA, promma_preset
 from mmsa_core.utils import resolve_device
 
@@ -61,6 +65,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=2, help="timed batched steps (after one warm-up step)")
     ap.add_argument("--loop-repeats", type=int, default=1,
                     help="timed per-sample-loop steps (no extra warm-up: the batched warm-up ran the same kernels)")
+    ap.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     ap.add_argument("--attn-dropout", type=float, default=None,
                     help="attention-probability dropout (default: the preset's, 0.1 at MOSI); 0 takes the fused kernel")
     a = ap.parse_args()
@@ -73,16 +78,21 @@ def main():
     model.start_adapt()  # the adapt stage: prompts and modules on, frozen stage-1 copy for the MME pseudo labels
     model.to(device).train()
     batch = random_batch(spec, a.batch, device)
+    amp = amp_dtype(device, not a.no_amp)  # as the trainer: None on the CPU
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     def batched():
         model.zero_grad(set_to_none=True)
-        sum(model(batch).losses.values()).backward()
+        with autocast(device, amp):
+            loss = sum(model(batch).losses.values())
+        scaler.scale(loss).backward()
 
     def loop():
         model.zero_grad(set_to_none=True)
         for i in range(len(batch)):
-            out = model(batch.take(torch.tensor([i], device=device)))
-            (sum(out.losses.values()) / len(batch)).backward()
+            with autocast(device, amp):
+                out = model(batch.take(torch.tensor([i], device=device)))
+            scaler.scale(sum(out.losses.values()) / len(batch)).backward()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -94,7 +104,7 @@ def main():
     t_loop = time_it(loop, device, a.loop_repeats, warmup=0)
     mem_loop = peak_memory_mb(device)
     model.eval()
-    with torch.no_grad():  # evaluation step: one batched forward, no gradients (dropout off)
+    with torch.no_grad(), autocast(device, amp):  # evaluation step: one batched forward, no gradients (dropout off)
         t_eval = time_it(lambda: model(batch), device, a.repeats, warmup=1)
     model.train()
     modes = torch.bincount(batch.mode, minlength=7).tolist()
@@ -104,6 +114,7 @@ def main():
           "loop": {**t_loop, "samples_per_s": a.batch / t_loop["median_s"], "peak_memory_mb": mem_loop},
           "speedup_batched_vs_loop": t_loop["median_s"] / t_batched["median_s"],
           "eval": {**t_eval, "samples_per_s": a.batch / t_eval["median_s"]},
+          "amp": str(amp).replace("torch.", "") if amp else "fp32",
           "attn_dropout": cfg.dropout if cfg.attn_dropout is None else cfg.attn_dropout,
           "parameters": sum(p.numel() for p in model.parameters()),
           "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

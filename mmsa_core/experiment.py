@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
+import os
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,16 +17,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import DataConfig, RunConfig, config_hash, from_dict, load_config, to_yaml
+from .config import (ConfigError, DataConfig, RunConfig, check_model_config, check_run_config, config_hash, from_dict, load_config,
+                     to_yaml)
 from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
 from . import practices
-from .evaluate import sweep
+from .evaluate import amp_dtype, model_inputs, sweep
 from .models import build_model, get_model_class
 from .models.common import Stage
 from .distributed import is_main
 from .train import fit
-from .utils import device_name, git_commit, resolve_device, set_seed
+from .utils import CheckpointError, device_name, git_commit, load_checkpoint_file, resolve_device, run_folder_lock, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,20 @@ log = logging.getLogger(__name__)
 def load_dataset(cfg: DataConfig) -> MMSADataset:
     """The embedded default (generated once, cached) or the user's MMSA pickle."""
     if cfg.dataset == "synth":
-        ds = load_mmsa(synth.ensure(cfg.synth_shape, cfg.synth_seed, cfg.synth_variant),
-                       name=cfg.name or synth.dataset_name(cfg.synth_shape, cfg.synth_variant))
-    else:
-        ds = load_mmsa(cfg.dataset, name=cfg.name, label_range=cfg.label_range)
-    return ds
+        return load_mmsa(synth.ensure(cfg.synth_shape, cfg.synth_seed, cfg.synth_variant),
+                         name=cfg.name or synth.dataset_name(cfg.synth_shape, cfg.synth_variant),
+                         label_range=cfg.label_range, family=cfg.family)
+    return load_mmsa(cfg.dataset, name=cfg.name, label_range=cfg.label_range, family=cfg.family)
 
 
 def model_config(cfg: RunConfig):
-    cfg_cls, _ = get_model_class(cfg.model)
-    return from_dict(cfg_cls, cfg.model_config, f"model_config ({cfg.model})")
+    try:
+        cfg_cls, _ = get_model_class(cfg.model)
+    except ValueError as e:  # unknown model: the message lists the registered ones
+        raise ConfigError(f"model: {e}") from None
+    mcfg = from_dict(cfg_cls, cfg.model_config, f"model_config ({cfg.model})")
+    check_model_config(mcfg, f"model_config ({cfg.model})")
+    return mcfg
 
 
 def check_spec(expected: DataSpec, actual: DataSpec, where: str) -> None:
@@ -55,13 +60,44 @@ def check_spec(expected: DataSpec, actual: DataSpec, where: str) -> None:
         raise DataError(f"{where}: model and data do not match: " + "; ".join(diffs))
 
 
+def check_token_ids(model: torch.nn.Module, ds: MMSADataset, where: str = "model") -> None:
+    """Every ``text_bert`` token id must index the vocabulary of each text encoder of ``model`` that reads ids
+    (a BERT: ``kind`` pretrained or tiny); checked when data and model meet, before any training or testing."""
+    from .models.text import TextEncoder
+
+    for name, mod in model.named_modules():
+        if not isinstance(mod, TextEncoder) or mod.bert is None:
+            continue
+        vocab = int(mod.bert.config.vocab_size)
+        for split, sp in ds.splits.items():
+            ids = sp.data.text_ids
+            bad = (ids < 0) | (ids >= vocab)
+            if bad.any():
+                i, j = (int(x[0]) for x in torch.nonzero(bad, as_tuple=True))
+                raise DataError(
+                    f"{ds.path}: split {split!r} key 'text_bert': token id {int(ids[i, j])} (sample {i}, "
+                    f"position {j}) is outside the vocabulary of the text encoder {where}.{name} "
+                    f"({vocab} ids, ids 0..{vocab - 1}); were the ids made with another tokenizer?")
+
+
 def provenance(cfg: RunConfig, ds: MMSADataset, device: torch.device, **extra) -> dict:
     return {"commit": git_commit(), "config_hash": config_hash(cfg), "dataset": ds.name, "dataset_path": ds.path,
-            "dataset_fingerprint": ds.fingerprint, "device": device_name(device), "torch": torch.__version__, **extra}
+            "dataset_fingerprint": ds.fingerprint, "dataset_family": ds.spec.family,
+            "dataset_family_source": ds.family_source, "device": device_name(device), "torch": torch.__version__, **extra}
 
 
-def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
-    """Train (or resume) and evaluate one run; returns the tidy test records (also written to disk)."""
+def run(cfg: RunConfig, dataset: MMSADataset | None = None, restart: bool = False) -> pd.DataFrame:
+    """Train (or resume) and evaluate one run; returns the tidy test records (also written to disk). The run
+    holds its folder's lock throughout (a second run into the same folder stops at once: RunFolderBusy);
+    ``restart`` ignores the folder's ``last.pt`` files and trains from epoch 0 (e.g. after a corrupt one)."""
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone writes (and locks) the folder
+        return _run(cfg, dataset, restart)
+    with run_folder_lock(cfg.train.out_dir):
+        return _run(cfg, dataset, restart)
+
+
+def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataFrame:
+    check_run_config(cfg)  # load_config checked it; a config built or changed in code is checked here
     t = cfg.train
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,14 +105,17 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
     ds = dataset or load_dataset(cfg.data)
     mcfg = model_config(cfg)
     model = build_model(cfg.model, mcfg, ds.spec)
+    check_token_ids(model, ds)
     h = config_hash(cfg)
     if (out / "config.yaml").is_file() and any(out.rglob("last.pt")):  # never overwrite the config of another run
         old = config_hash(load_config(out / "config.yaml"))
         if old != h:
             raise RuntimeError(f"{out}: holds a run with config hash {old}, this run's is {h}; use another --out "
                                "folder (or delete that one) to start afresh")
-    if is_main():
-        (out / "config.yaml").write_text(to_yaml(cfg))
+    if is_main():  # rank 0 alone (also before the process group starts), atomically: another rank may read it
+        tmp = out / "config.yaml.tmp"
+        tmp.write_text(to_yaml(cfg))
+        tmp.replace(out / "config.yaml")
     meta = {"model_name": cfg.model, "model_config": asdict(mcfg), "data_spec": asdict(ds.spec), "config_hash": h}
     t0 = time.perf_counter()
     stages = model.stages(t) if hasattr(model, "stages") else [Stage("main")]
@@ -86,27 +125,30 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
             st.prepare(model)
         st_cfg = replace(t, **st.train_overrides)
         st_out = out if len(stages) == 1 else out / st.name
-        res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name})
+        res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name}, restart=restart)
         history += [{"stage": st.name, **row} for row in res.history]
     if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
         return pd.DataFrame()
     device = next(model.parameters()).device  # under torchrun, this rank's device
-    test = ds[t.report_split].data.to(device)  # report_split="valid": MPLMM's printout (a defect), never our rows
-    amp = t.amp and device.type == "cuda"
+    test = model_inputs(ds[t.report_split].data, model, device)  # report_split="valid": MPLMM's printout (a defect)
+    amp = amp_dtype(device, t.amp, t.amp_dtype)
     if len(stages) > 1:  # the last stage's selected checkpoint is the run's
         import shutil
 
         shutil.copyfile(out / stages[-1].name / "best.pt", out / "best.pt")
+    # every model is tested under both protocols ("train_protocol" says how it was trained), in one sweep so that
+    # the passes the two share (the complete input) run once; compiled for evaluation when train.compile says so
+    net = res.eval_model or model
     kw = dict(batch_size=t.eval_batch_size, amp=amp, nested=t.nested_test_masks, f1_swapped=t.f1_swapped)
 
-    def both_protocols():  # every model is tested under both protocols; "train_protocol" says how it was trained
-        return [r for proto in ("A", "B") for r in sweep(model, test, ds.spec, proto, t.eval_seed, t.report_split, **kw)]
+    def both_protocols():
+        return sweep(net, test, ds.spec, ("A", "B"), t.eval_seed, t.report_split, **kw)
 
     if t.select_per_metric:  # the LNLN authors': each metric group read from its own checkpoint
         records = []
         for key, rest in practices.groups(ds.spec.language).items():
-            ck = torch.load(Path(st_out) / "best_by" / f"{practices.slug(key)}.pt", map_location=device, weights_only=False)
-            model.load_state_dict(ck["model"])
+            ck = load_checkpoint_file(Path(st_out) / "best_by" / f"{practices.slug(key)}.pt", map_location=device)
+            model.load_state_dict(ck["model"])  # the compiled net (if any) shares these parameters
             records += [{**r, "selected_epoch": ck["epoch"]} for r in both_protocols() if r["metric"] in (key, *rest)]
     else:
         records = [{**r, "selected_epoch": res.best_epoch} for r in both_protocols()]
@@ -128,21 +170,26 @@ def run(cfg: RunConfig, dataset: MMSADataset | None = None) -> pd.DataFrame:
 def load_checkpoint(path, spec: DataSpec | None = None, device="cpu"):
     """Rebuild the model saved in ``best.pt``; with ``spec``, check that it fits the data."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+    ck = load_checkpoint_file(path, device)  # weights_only=True: tensors and plain values, never code
+    if not {"model_name", "model_config", "data_spec", "model"} <= set(ck):
+        raise CheckpointError(f"{path}: not a best.pt written by mmsa_core (no model_name, model_config, data_spec)")
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as e:  # not a torch file, or cut short
-        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(ck, dict) or "model_name" not in ck:
-        raise ValueError(f"{path}: not a best.pt written by mmsa_core (no model_name)")
-    cfg_cls, _ = get_model_class(ck["model_name"])
-    mcfg = from_dict(cfg_cls, ck["model_config"], f"{path} model_config")
-    saved = DataSpec(**ck["data_spec"])
+        cfg_cls, _ = get_model_class(ck["model_name"])
+        mcfg = from_dict(cfg_cls, ck["model_config"], f"{path} model_config")
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        raise CheckpointError(f"{path}: its model cannot be rebuilt ({e})") from None
+    try:
+        saved = DataSpec(**ck["data_spec"])
+    except TypeError as e:
+        raise CheckpointError(f"{path}: data_spec does not describe data ({e})") from e
     if spec is not None:
         check_spec(saved, spec, str(path))
     model = build_model(ck["model_name"], mcfg, spec or saved)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:  # missing / unexpected / wrongly shaped weights
+        raise CheckpointError(f"{path}: its weights do not fit a {ck['model_name']} model with its model_config "
+                              f"({str(e).splitlines()[0][:300]})") from e
     return model.to(device).eval(), ck
 
 

@@ -4,7 +4,9 @@ A protocol draws a :class:`MissingPlan` for a WHOLE split at once from a generat
 (seed, epoch, split): which positions of which sample are dropped. The plan depends on nothing else
 (not the batch size, the batch order, the number of workers or processes, nor the model), so every model
 sees the same corruption, and a resumed or distributed run sees what an uninterrupted one sees.
-:func:`apply` then corrupts a batch by indexing, vectorised, on the batch's device.
+:func:`apply` then corrupts a batch by indexing, vectorised, on the batch's device. The plan is always drawn on
+the CPU (so a CPU and a GPU run see the same corruption), then moved to the device once per split
+(:meth:`MissingPlan.to`); indexing it there costs no host-device transfer per batch.
 
 Protocol B is expressed with the same masks: a missing modality is one whose droppable positions are all
 dropped, and ``present`` records it.
@@ -180,7 +182,8 @@ def apply(batch: Batch, plan: MissingPlan, unk_id: int) -> Batch:
     their features zero; dropped frames become zero vectors and leave the masks. Keeps the complete batch.
     A missing text modality (``present[:, 0]`` False) has ALL its features zeroed, [CLS]/[SEP] included: in real
     pickles the [CLS] feature is contextual BERT output and would leak the sentence."""
-    plan = plan.to(batch.labels.device)
+    if plan.present.device != batch.labels.device:  # the trainer and the sweep move a split's plan once, not per batch
+        plan = plan.to(batch.labels.device)
     tk, ak, vk = plan.text_keep, plan.audio_keep, plan.vision_keep
     feat_keep = tk & (plan.present[:, :1] | ~batch.text_mask.bool())  # padding is never touched
     return batch.with_(

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import PRACTICE_CHOICES, ConfigError, TrainConfig
 from .utils import atomic_save
 
-SCHEDULES = ("warmup_cosine", "lnln_authors", "plateau")
+SCHEDULES = PRACTICE_CHOICES["schedule"]
 LOWER_IS_BETTER = {"MAE"}
 # metric groups of the LNLN authors' selection: the key metric, then the metrics read from its checkpoint
 GROUPS = {
@@ -95,15 +95,14 @@ class Schedule:
         self.sched.load_state_dict(state)
 
 
-CHOICES = {"schedule": SCHEDULES, "train_corruption": ("fresh", "frozen"), "select_split": ("valid", "test"),
-           "report_split": ("test", "valid")}
+CHOICES = PRACTICE_CHOICES
 
 
 def check(cfg: TrainConfig) -> None:
-    """One clear error for a practice switch set to a value that does not exist."""
+    """One clear error (a ConfigError) for a practice switch set to a value that does not exist."""
     for k, allowed in CHOICES.items():
         if getattr(cfg, k) not in allowed:
-            raise ValueError(f"train.{k}: {getattr(cfg, k)!r} is not one of {list(allowed)}")
+            raise ConfigError(f"train.{k}: expected one of {list(allowed)}, got {getattr(cfg, k)!r}")
 
 
 def schedule(opt, cfg: TrainConfig, n_batches: int) -> Schedule:

@@ -5,7 +5,7 @@ A cell whose ``results.csv``, ``history.csv`` and ``provenance.json`` exist and 
 skipped; an unfinished one resumes from its ``last.pt`` through the trainer (same numbers as an uninterrupted
 run). A cell folder that holds a run of ANOTHER configuration is never overwritten: the grid stops and says
 which settings differ. At the end every finished cell under ``<out>/runs`` is concatenated into
-``<out>/records.csv`` (validated by :func:`mmsa_core.results.validate`), their per-epoch histories into
+``<out>/records.csv`` (validated by :func:`mmsa_core.records.validate`), their per-epoch histories into
 ``<out>/histories.csv``, and ``<out>/provenance.json`` lists, per cell, the commit, config hash, dataset
 fingerprint, device, torch version, wall time and the resolved configuration (enough to re-run the cell with
 :func:`rerun_cell` when only these three files are committed, without ``runs/``).
@@ -37,6 +37,7 @@ import pandas as pd
 from .config import (ConfigError, DataConfig, RunConfig, config_dirs, config_hash, from_dict, load_config, merge,
                      parse_overrides, preset_file)
 from .models import model_names
+from .records import CELL_FILES, cell_histories, finished_cells, read_csv, validate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ DEFAULT_PROTOCOLS = ("A", "B")
 DEFAULT_SEEDS = (1111, 1112, 1113)
 PRESETS = ("default", "mosi", "mosei", "sims")
 GRID_KEYS = ("model", "train.protocol", "train.seed", "train.out_dir")  # set by the grid, not by --set
-CELL_FILES = ("results.csv", "history.csv", "provenance.json")
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,13 @@ def grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS) -> list[
 
 
 def infer_preset(data: str) -> str:
-    """``default`` for the embedded dataset; for a file, the dataset named in its path (mosei before mosi)."""
+    """``default`` for the embedded dataset; for a file, the dataset named in its path
+    (:func:`mmsa_core.data.mmsa.family_from_path`; the loader checks that guess against the data)."""
     if data == "synth":
         return "default"
-    low = str(data).lower()
-    for name in ("mosei", "mosi", "sims"):
-        if name in low:
-            return name
-    return "default"
+    from .data.mmsa import family_from_path
+
+    return family_from_path(data) or "default"
 
 
 def dataset_label(data: str, name: str | None = None, synth_shape: str = "small",
@@ -193,36 +192,8 @@ def cell_state(cfg: RunConfig) -> str:
     return "partial" if has_ckpt else "new"
 
 
-def read_csv(path) -> pd.DataFrame:
-    """A records CSV read back exactly as written (round-trip floats; the empty mode of rate rows as '')."""
-    from .results import CSV_FLOATS
-
-    df = pd.read_csv(path, **CSV_FLOATS, dtype={"mode": str, "config_hash": str, "commit": str})
-    if "mode" in df:
-        df["mode"] = df["mode"].fillna("")
-    return df
-
-
-def _cell_key(cell_dir: Path):
-    from .results import MODEL_ORDER
-
-    parts = cell_dir.name.rsplit("-", 2)
-    model, proto, seed = parts if len(parts) == 3 else (cell_dir.name, "", "")
-    order = MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER)
-    return (order, model, proto, int(seed) if seed.isdigit() else 0, cell_dir.name)
-
-
-def finished_cells(out: str | Path) -> list[Path]:
-    """Cell folders under ``<out>/runs`` with all result files, in the book's model order."""
-    runs = Path(out) / "runs"
-    cells = [d for d in runs.iterdir() if d.is_dir() and all((d / f).is_file() for f in CELL_FILES)] if runs.is_dir() else []
-    return sorted(cells, key=_cell_key)
-
-
 def collect(out: str | Path) -> pd.DataFrame:
     """All finished cells' records, concatenated in a fixed order and validated."""
-    from .results import validate
-
     cells = finished_cells(out)
     if not cells:
         raise FileNotFoundError(f"{Path(out) / 'runs'}: no finished cell (no folder with {list(CELL_FILES)})")
@@ -246,31 +217,67 @@ def _shown_path(p: Path) -> str:
         return str(p)
 
 
-def _run_cells(cells, configs_, states, res, status, quiet, label) -> None:
+def grid_lock(out: str | Path, name: str):
+    """The lock file ``<out>/runs/.grid-locks/<name>.lock`` (``filelock``: an OS lock, freed when its process dies)."""
+    from filelock import FileLock
+
+    d = Path(out) / "runs" / ".grid-locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return FileLock(d / f"{name}.lock")
+
+
+def _run_cells(cells, configs_, states, res, status, quiet, label, out) -> None:
+    """Run the unfinished cells. Several processes may share one grid (``reproduce`` once per GPU, or on machines
+    sharing ``out``): each takes the next cell whose lock is free, holds it while the cell runs, and re-reads the
+    cell's state under it; cells locked by others are waited for at the end, so a cell whose process was killed
+    is resumed from its ``last.pt`` by a survivor. Nothing runs twice; every process ends with the whole grid."""
+    from filelock import Timeout
     from tqdm import tqdm
 
     from .experiment import load_dataset, run
 
     datasets: dict[str, object] = {}
-    bar = tqdm(cells, desc=f"grid {label}", unit="cell", disable=quiet)
-    for c in bar:
-        cfg, pfile = configs_[c]
-        bar.set_postfix_str(c.name)
-        if states[c] == "finished":
-            log.info("skip %s: finished (config hash %s)", c.name, config_hash(cfg))
-            res.skipped.append(c.name)
-            status[c.name] = "skipped"
-            continue
-        key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
-        if key not in datasets:
-            datasets.clear()  # one dataset in memory at a time
-            datasets[key] = load_dataset(cfg.data)
-        log.info("%s %s with %s", "resume" if states[c] == "partial" else "run", c.name,
-                 _shown_path(pfile) if pfile else "the model's defaults (no preset file)")
-        t0 = time.perf_counter()
-        run(cfg, datasets[key])
-        (res.resumed if states[c] == "partial" else res.ran).append(c.name)
-        status[c.name] = f"{'resumed' if states[c] == 'partial' else 'ran'} in {time.perf_counter() - t0:.1f} s"
+    bar = tqdm(total=len(cells), desc=f"grid {label}", unit="cell", disable=quiet)
+    pending, wait = list(cells), False
+    while pending:
+        taken = []  # cells another process holds: waited for in the next round
+        for c in pending:
+            cfg, pfile = configs_[c]
+            bar.set_postfix_str(c.name)
+            if states[c] == "finished":
+                log.info("skip %s: finished (config hash %s)", c.name, config_hash(cfg))
+                res.skipped.append(c.name)
+                status[c.name] = "skipped"
+                bar.update()
+                continue
+            lock = grid_lock(out, c.name)
+            try:
+                lock.acquire(timeout=-1 if wait else 0)
+            except Timeout:
+                taken.append(c)
+                continue
+            try:
+                state = cell_state(cfg)  # another process may have finished or started it since
+                if state == "finished":
+                    log.info("skip %s: finished by another process", c.name)
+                    status[c.name] = "finished by another process"
+                    bar.update()
+                    continue
+                key = json.dumps(asdict(cfg.data), sort_keys=True, default=str)
+                if key not in datasets:
+                    datasets.clear()  # one dataset in memory at a time
+                    datasets[key] = load_dataset(cfg.data)
+                log.info("%s %s with %s", "resume" if state == "partial" else "run", c.name,
+                         _shown_path(pfile) if pfile else "the model's defaults (no preset file)")
+                t0 = time.perf_counter()
+                run(cfg, datasets[key])
+                (res.resumed if state == "partial" else res.ran).append(c.name)
+                status[c.name] = f"{'resumed' if state == 'partial' else 'ran'} in {time.perf_counter() - t0:.1f} s"
+                bar.update()
+            finally:
+                lock.release()
+        pending, wait = taken, True
+    bar.close()
 
 
 def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data: str = "synth",
@@ -281,8 +288,6 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
     (default ``results/<dataset name>``). ``overrides``: a nested dict or ``["train.lr=1e-4", ...]``."""
     import yaml
     from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from .results import cell_histories
 
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(list(overrides))
@@ -306,7 +311,9 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
     res = GridResult(out, pd.DataFrame(), {})
     status: dict[str, str] = {}
     with logging_redirect_tqdm():  # log lines print above the progress bar, not through it
-        _run_cells(cells, configs_, states, res, status, quiet, label)
+        _run_cells(cells, configs_, states, res, status, quiet, label, out)
+    writing = grid_lock(out, "collect")  # processes sharing the grid write the files below one at a time
+    writing.acquire()
     res.records = collect(out)
     if data == "synth":  # the testbed knows its Bayes-optimal prediction: one more row, "oracle"
         from . import oracle
@@ -335,6 +342,7 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
         "records": res.records_path.name, "n_records": len(res.records), "cells": prov_cells,
     }
     (out / "provenance.json").write_text(json.dumps(res.provenance, indent=2, default=str))
+    writing.release()
     extra = [d for d in prov_cells if d not in status]
     if extra:
         log.info("records.csv also holds %d finished cell(s) outside this grid: %s", len(extra), extra)
@@ -431,7 +439,7 @@ def add_arguments(p) -> None:
                    help="training seeds (default 1111 1112 1113)")
     p.add_argument("--epochs", type=int, help="override the number of epochs of every cell")
     p.add_argument("--data", default="synth",
-                   help="'synth' (embedded default) or the path of an MMSA pickle (loaded with pickle: trusted files only)")
+                   help="'synth' (embedded default) or the path of an MMSA pickle (read by a restricted unpickler)")
     p.add_argument("--name", help="dataset name in the records and the output folder (default: synth-<shape>, or "
                                   "mosi / mosei / sims when the file's path says so, else the file's stem)")
     p.add_argument("--preset", help=f"the <model>_<preset>.yaml presets to use ({', '.join(PRESETS)}; default: from the data)")

@@ -1,8 +1,8 @@
 """Tables of the book from tidy records (``records.csv`` written by :mod:`mmsa_core.reproduce`).
 
-Records: one row per (model, train_protocol, seed, protocol, setting, level, mode, metric) with its ``value``
-(see :data:`REQUIRED_COLUMNS`); :func:`load_records` validates them and fails with one error that names the
-file and every problem (missing column, empty cell, duplicated cell, NaN value).
+Records: one row per (model, train_protocol, seed, protocol, setting, level, mode, metric) with its ``value``;
+their file format, validation and reading (:func:`load_records`, :func:`load_histories`) are in
+:mod:`mmsa_core.records`, re-exported here.
 
 Tables (pandas DataFrames; ``numeric=True`` gives the raw means for plots, else "mean ± std" strings with the
 std over seeds, ``ddof=1``; accuracies and F1 as percentages with 2 decimals, MAE and Corr with 3):
@@ -25,7 +25,6 @@ Command line: ``python -m mmsa_core tables --results results/<dataset> [--format
 from __future__ import annotations
 
 import html
-import math
 import re
 from pathlib import Path
 
@@ -33,15 +32,10 @@ import numpy as np
 import pandas as pd
 
 from .missing import MODE_NAMES
+# the file format, re-exported: results.load_records, results.RecordsError, ... read as before
+from .records import (MODEL_ORDER, REQUIRED_COLUMNS, RecordsError, cell_histories, last_stage,  # noqa: F401
+                      load_histories, load_records, records_file, validate)
 
-REQUIRED_COLUMNS = ("model", "dataset", "train_protocol", "seed", "protocol", "setting", "level", "mode", "metric",
-                    "value")
-PROVENANCE_COLUMNS = ("selected_epoch", "commit", "config_hash", "device")  # written by experiment.run
-KEY = ("model", "train_protocol", "seed", "protocol", "setting", "level", "mode", "metric")
-# metrics that are NaN by definition in a legitimate case (no sample with a non-zero label)
-MAY_BE_NAN = frozenset({"Acc-2 non-0", "F1 non-0", "F1 non-0 swapped"})
-MODEL_ORDER = ("lnln", "lnln_authors", "almt", "promma", "mplmm", "mplmm_authors", "baseline",
-               "oracle")  # oracle: the testbed's Bayes-optimal row
 # rows run with their authors' protocol (presets <model>_<preset>.yaml; chapter 11): every table's caption says so
 AUTHORS_MODELS = {"lnln_authors": "LNLN with its authors' protocol (checkpoints chosen per metric on the TEST split: "
                                   "a defect, shown to explain the paper's numbers)",
@@ -51,121 +45,6 @@ METRIC_ORDER = ("Acc-2 has-0", "F1 has-0", "F1 has-0 swapped", "Acc-2 non-0", "F
 LOWER_IS_BETTER = frozenset({"MAE"})
 ROW = ["model", "train_protocol"]
 REPORTED_LABEL = "reported (paper), real data"
-
-
-# floats read back exactly as written: pandas 3 does so by default (and deprecates the argument), pandas 2 needs it
-CSV_FLOATS = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
-
-
-class RecordsError(ValueError):
-    """Records that cannot make a table: the message names the file and each problem."""
-
-
-# ------------------------------------------------------------------------------------------ loading
-def _where(i, source_is_csv: bool) -> str:
-    return f"line {i + 2}" if source_is_csv else f"row {i}"
-
-
-def _cell(row) -> str:
-    parts = []
-    for k in KEY:
-        v = row.get(k)
-        if k == "level" and (v is None or (isinstance(v, float) and math.isnan(v))):
-            continue
-        if k == "mode" and (v is None or v == "" or (isinstance(v, float) and math.isnan(v))):
-            continue
-        parts.append(f"{k}={v}")
-    return "(" + ", ".join(parts) + ")"
-
-
-def validate(df: pd.DataFrame, source: str = "records") -> pd.DataFrame:
-    """Check and normalise records; raise :class:`RecordsError` listing every problem (one line each)."""
-    csv = str(source).endswith(".csv")
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise RecordsError(f"{source}: missing column(s) {missing}; records need the columns {list(REQUIRED_COLUMNS)}")
-    if len(df) == 0:
-        raise RecordsError(f"{source}: no records")
-    df = df.reset_index(drop=True).copy()
-    problems: list[str] = []
-    df["mode"] = df["mode"].astype(object).where(df["mode"].notna(), "").astype(str)
-    for col in ("level", "value"):
-        num = pd.to_numeric(df[col], errors="coerce")
-        bad = num.isna() & df[col].notna()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            problems.append(f"column '{col}': {int(bad.sum())} value(s) that are not numbers, first {df[col].iloc[i]!r} "
-                            f"at {_where(i, csv)}")
-        df[col] = num.astype(float)
-    seed = pd.to_numeric(df["seed"], errors="coerce")
-    for col in ("model", "dataset", "train_protocol", "seed", "protocol", "setting", "metric"):
-        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
-        if col == "seed":
-            empty |= seed.isna()
-        if empty.any():
-            i = int(np.flatnonzero(empty)[0])
-            problems.append(f"column '{col}': empty or invalid in {int(empty.sum())} row(s), first at {_where(i, csv)} "
-                            f"{_cell(df.iloc[i])}")
-    if not seed.isna().any():
-        df["seed"] = seed.astype(int)
-    for col, allowed in (("setting", {"rate", "mode"}), ("protocol", {"A", "B"}), ("train_protocol", {"A", "B"})):
-        bad = df[col].notna() & ~df[col].isin(allowed)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            problems.append(f"column '{col}': {df[col].iloc[i]!r} at {_where(i, csv)} is not one of {sorted(allowed)}")
-    rate, mode = df["setting"] == "rate", df["setting"] == "mode"
-    bad = rate & df["level"].isna()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        problems.append(f"column 'level': empty in {int(bad.sum())} rate row(s), first at {_where(i, csv)} {_cell(df.iloc[i])}")
-    bad = mode & ~df["mode"].isin(MODE_NAMES)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        problems.append(f"column 'mode': {df['mode'].iloc[i]!r} at {_where(i, csv)} is not one of {list(MODE_NAMES)}")
-    df["level"] = df["level"].round(6)
-    nan = ~np.isfinite(df["value"].to_numpy(float)) & ~(df["value"].isna() & df["metric"].isin(MAY_BE_NAN))
-    if nan.any():
-        i = int(np.flatnonzero(nan)[0])
-        problems.append(f"column 'value': NaN or infinite in {int(nan.sum())} row(s) whose metric is never NaN, first at "
-                        f"{_where(i, csv)} {_cell(df.iloc[i])}")
-    dup = df.duplicated(list(KEY), keep=False)
-    if dup.any():
-        first = df[dup].groupby(list(KEY), dropna=False, sort=False).groups
-        key, idx = next(iter(first.items()))
-        problems.append(f"duplicated cell: {int(dup.sum())} rows share their key {list(KEY)}, first "
-                        f"{_cell(df.iloc[idx[0]])} at {', '.join(_where(int(j), csv) for j in idx)} "
-                        "(was a run concatenated twice?)")
-    datasets = sorted(df["dataset"].dropna().astype(str).unique())
-    if len(datasets) > 1:
-        problems.append(f"column 'dataset': records of {len(datasets)} datasets {datasets}; make tables per dataset")
-    if problems:
-        raise RecordsError(f"{source}: invalid records:\n  - " + "\n  - ".join(problems))
-    return df
-
-
-def records_file(path) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for name in ("records.csv", "records.parquet"):
-            if (p / name).is_file():
-                return p / name
-        raise FileNotFoundError(f"{p}: no records.csv (run `python -m mmsa_core reproduce` first)")
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: records file not found")
-    return p
-
-
-def load_records(path) -> pd.DataFrame:
-    """Records from a results folder (its ``records.csv``) or a CSV / parquet file, validated."""
-    f = records_file(path)
-    if f.suffix == ".parquet":
-        df = pd.read_parquet(f)
-    else:
-        try:
-            df = pd.read_csv(f, **CSV_FLOATS, dtype={"mode": str, "commit": str, "config_hash": str})
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise RecordsError(f"{f}: not a readable CSV file ({type(e).__name__}: {e})") from e
-    return validate(df, str(f))
 
 
 # -------------------------------------------------------------------------------------- formatting
@@ -254,9 +133,10 @@ def _pivot(stats: pd.DataFrame, index: list[str], columns: str, order: list, num
 
 
 def _seed_note(df: pd.DataFrame) -> str:
-    n = df.groupby(["model", "train_protocol"])["seed"].nunique()
+    trained = df[df["model"] != "oracle"]  # the oracle is not trained: one deterministic row
+    n = (trained if len(trained) else df).groupby(["model", "train_protocol"])["seed"].nunique()
     ns = sorted(set(int(x) for x in n))
-    return f"{'/'.join(map(str, ns))} seed{'s' if ns != [1] else ''}"
+    return f"{'/'.join(map(str, ns))} seed{'s' if ns != [1] else ''}" + (" (the oracle: deterministic)" if len(trained) < len(df) else "")
 
 
 def _check_levels(d: pd.DataFrame, by: list[str], what: str) -> None:
@@ -362,45 +242,43 @@ def cross_protocol_table(df: pd.DataFrame, metrics=None, numeric: bool = False, 
     return _mark_authors(t)
 
 
+# -------------------------------------------------------------------------------- room left: the oracle
+ORACLE = "oracle"  # the testbed's Bayes-optimal row (mmsa_core.oracle), in records of the embedded data only
+
+
+def oracle_gap_table(df: pd.DataFrame, metric: str = "MAE", numeric: bool = False, ddof: int = 1) -> pd.DataFrame:
+    """How far each model is from the oracle: its ``metric`` averaged over r = 0.0..0.9 of its training protocol
+    (as in :func:`paper_table`) and over the 7 protocol-B modes, minus the oracle's, mean ± std over seeds. Rows
+    (model, train_protocol); a positive MAE gap (negative accuracy gap) is room that the model leaves."""
+    if ORACLE not in set(df["model"]):
+        raise RecordsError("no oracle rows in these records (only the embedded testbed has an oracle)")
+    rates = _rate_means(df, True, [metric])
+    modes = df[(df["setting"] == "mode") & (df["protocol"] == "B") & (df["metric"] == metric)]
+    modes = modes.groupby(["model", "train_protocol", "seed"], sort=False)["value"].mean().reset_index()
+    cols = {}
+    for label, d in (("rates 0.0-0.9", rates), ("modes (B)", modes)):
+        orc = d[d["model"] == ORACLE].groupby("train_protocol")["value"].mean()
+        d = d[d["model"] != ORACLE].copy()
+        d["value"] = d["value"] - d["train_protocol"].map(orc)
+        st = seed_stats(d, ["model", "train_protocol"], ddof)
+        st["metric"] = metric
+        st["column"] = label
+        cols[label] = st
+    st = pd.concat(cols.values(), ignore_index=True)
+    if numeric:
+        t = st.pivot(index=ROW, columns="column", values="mean")
+    else:
+        st["cell"] = [_signed(m, s, metric) for m, s in zip(st["mean"], st["std"])]
+        t = st.pivot(index=ROW, columns="column", values="cell")
+    t = t.reindex(columns=list(cols))
+    t.columns.name = f"{metric} − oracle"
+    t = _sort_rows(t)
+    t.attrs["caption"] = (f"gap to the oracle (knows the generator): {metric} of each model minus the oracle's, averaged "
+                          f"over the training protocol's rates and over protocol B's modes; mean ± std over {_seed_note(df)}")
+    return t
+
+
 # ------------------------------------------------------------------------- checkpoint selection study
-def cell_histories(results_dir) -> pd.DataFrame:
-    """``history.csv`` of every finished cell under ``<results_dir>/runs``, with model, train_protocol, seed,
-    the selected epoch (from the cell's ``results.csv``) and the cell's name."""
-    from .reproduce import finished_cells, read_csv
-
-    frames = []
-    for d in finished_cells(results_dir):
-        rec = read_csv(d / "results.csv")
-        h = pd.read_csv(d / "history.csv", **CSV_FLOATS)
-        first = rec.iloc[0]
-        h.insert(0, "model", first["model"])
-        h.insert(1, "train_protocol", first["train_protocol"])
-        h.insert(2, "seed", int(first["seed"]))
-        h["selected_epoch"] = int(first["selected_epoch"])
-        h["cell"] = d.name
-        frames.append(h)
-    if not frames:
-        raise FileNotFoundError(f"{Path(results_dir) / 'runs'}: no finished cell with a history.csv")
-    return pd.concat(frames, ignore_index=True)
-
-
-def load_histories(results_dir) -> pd.DataFrame:
-    """The per-epoch histories of a results folder: its ``histories.csv`` (written by ``reproduce`` next to
-    ``records.csv``, the same snapshot), else those of the cells under ``runs/``."""
-    f = Path(results_dir) / "histories.csv"
-    if f.is_file():
-        return pd.read_csv(f, **CSV_FLOATS)
-    return cell_histories(results_dir)
-
-
-def last_stage(history: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a run's history that belong to its last training stage (``stage`` column, in order; histories
-    written before that column existed hold only the last stage)."""
-    if "stage" not in history.columns or history.empty:
-        return history
-    return history[history["stage"] == history["stage"].iloc[-1]]
-
-
 def selection_gap(histories: pd.DataFrame, metrics=None) -> pd.DataFrame:
     """Per cell and metric: the TEST score at the epoch selected on validation (ours), the best TEST score over
     all epochs and its epoch (the LNLN authors select per metric on the test set), and the optimism of the
@@ -614,6 +492,8 @@ def standard_tables(results_dir, metrics=None) -> list[tuple[str, str, pd.DataFr
     if ((df["setting"] == "mode") & (df["protocol"] == "B")).any():
         for m in mets:
             out.append(("modes", f"{m} under each protocol-B missing mode", mode_table(df, m)))
+    if ORACLE in set(df["model"]):
+        out.append(("oracle_gap", "room left: each model's gap to the oracle", oracle_gap_table(df, "MAE")))
     if df.groupby("model")["train_protocol"].nunique().max() > 1:
         out.append(("cross_protocol", "trained under one protocol, tested under both", cross_protocol_table(df, mets)))
     try:

@@ -1,12 +1,16 @@
-"""Small shared helpers: seeding and determinism, devices, stable hashes, provenance, atomic saves."""
+"""Small shared helpers: seeding and determinism, devices, stable hashes, provenance, atomic saves, checkpoint
+files (read with ``torch.load(weights_only=True)``) and the run-folder lock."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,9 +75,82 @@ def git_commit() -> str:
 
 
 def atomic_save(obj, path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves a half-written checkpoint."""
+    """``torch.save`` to a temporary file, then rename: a kill never leaves a half-written checkpoint. The
+    temporary name is unique (``mkstemp`` in the same folder), so two writers never share one."""
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read (cut short, not a torch file, or holding objects other than
+    tensors and plain Python values); the message names the file."""
+
+
+def load_checkpoint_file(path, map_location="cpu") -> dict:
+    """A checkpoint written by :func:`atomic_save`, read with ``torch.load(weights_only=True)``: only tensors and
+    plain Python values (dict, list, tuple, str, numbers, None) are rebuilt, so no file can run code. Any failure
+    is one :class:`CheckpointError` that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        with warnings.catch_warnings():  # a pickle of another protocol (not a checkpoint) warns before it fails
+            warnings.simplefilter("ignore", UserWarning)
+            ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a cut or foreign file fails in many ways (EOFError, OSError, RuntimeError...)
+        text = str(e)
+        if "Weights only load failed" in text:  # torch's long advice to trust the file is not ours to give
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+            what = f"refused {found.group(1)}" if found else "refused a non-tensor object"
+            raise CheckpointError(f"{path}: not a readable checkpoint: it holds objects other than tensors and plain "
+                                  f"values ({what}); mmsa_core reads checkpoints with torch.load(weights_only=True) "
+                                  "and never runs code from one") from e
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first[:300]}); "
+                              "is the file complete?") from e
+    if not isinstance(ck, dict):
+        raise CheckpointError(f"{path}: not a checkpoint written by mmsa_core (a {type(ck).__name__}, not a dict)")
+    return ck
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the lock of a run folder."""
+
+
+@contextlib.contextmanager
+def file_lock(path, timeout: float = -1, busy: str | None = None):
+    """Hold an exclusive lock on the file ``path`` (created if needed; the ``filelock`` library) for the block.
+    ``timeout`` -1 waits for another holder (process or thread); otherwise after ``timeout`` seconds raise
+    :class:`RunFolderBusy` with the message ``busy``. Re-entrant within a thread (one lock object per path)."""
+    from filelock import FileLock, Timeout
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path, is_singleton=True)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise RunFolderBusy(busy or f"{path}: held by another process") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def run_folder_lock(folder):
+    """The lock of a run folder (its file ``.lock``), taken by every writer of the folder's checkpoints and
+    results: a second run into the same folder stops at once with :class:`RunFolderBusy` instead of overwriting."""
+    folder = Path(folder)
+    return file_lock(folder / ".lock", timeout=0,
+                     busy=f"{folder}: another run is writing into this folder (it holds {folder / '.lock'}); "
+                          "wait for it to finish or use another --out folder")

@@ -82,6 +82,40 @@ def test_unmasked_attention_lets_a_dropped_frame_change_the_prediction(synth_ds)
         assert (not torch.allclose(a, b, atol=1e-6)) == differs, cfg.mask_attention
 
 
+def test_trimming_padding_is_refused_without_attention_masks(synth_ds):
+    """Unmasked attention reads the padding, so cutting it would change the result: one clear error, not a
+    silently different model (the paper presets trim; the authors' presets must not)."""
+    from mmsa_core.config import ConfigError
+    from mmsa_core.experiment import model_config
+
+    with pytest.raises(ConfigError, match="trim_padding.*mask_attention"):
+        model_config(load_config("lnln_authors_mosi", {"model_config": {"trim_padding": True}}))
+    with pytest.raises(ValueError, match="trim_padding needs mask_attention"):
+        build_model("lnln_authors", LNLNAuthorsConfig(**SMALL_LNLN, trim_padding=True), synth_ds.spec)
+    assert model_config(load_config("lnln_authors_mosi")).trim_padding is False
+
+
+def test_sweep_with_nested_masks_and_swapped_f1_equals_one_evaluation_per_setting(synth_ds):
+    """evaluate.sweep predicts each distinct corruption once; with the authors' nested masks and swapped F1 its
+    records are still those of one evaluate() per rate and mode."""
+    from mmsa_core.evaluate import evaluate, sweep
+
+    torch.manual_seed(0)
+    model = build_model("baseline", BaselineConfig(), synth_ds.spec).eval()
+    test = synth_ds["test"].data
+    recs = pd.DataFrame(sweep(model, test, synth_ds.spec, ("A", "B"), 0, "test", rates=(0.0, 0.3, 0.6), amp=False,
+                              nested=True, f1_swapped=True))
+    assert "F1 has-0 swapped" in set(recs["metric"])
+    for proto in ("A", "B"):
+        for r in (0.0, 0.3, 0.6):
+            want = evaluate(model, test, synth_ds.spec, proto, r, 0, "test", amp=False, nested=True, f1_swapped=True)
+            got = recs[(recs.protocol == proto) & (recs.setting == "rate") & (recs.level == r)]
+            assert dict(zip(got.metric, got.value)) == pytest.approx(want, nan_ok=True), (proto, r)
+    a3 = recs[(recs.protocol == "A") & (recs.level == 0.3) & (recs.metric == "MAE")]["value"].iloc[0]
+    plain = evaluate(model, test, synth_ds.spec, "A", 0.3, 0, "test", amp=False)["MAE"]
+    assert a3 != plain  # nested masks are another draw than ours (one seed per rate)
+
+
 # ------------------------------------------------------------------------------------------- schedules
 def test_lnln_authors_schedule_values():
     f = practices.lnln_authors_lr(20)  # warm-up over 2 epochs, cosine T_max 18 from epoch 3
@@ -263,9 +297,10 @@ def test_presets_are_sets_of_switches():
     from mmsa_core.experiment import model_config
     from mmsa_core.models.lnln import lnln_preset
 
-    for name in ("mosi", "mosei", "sims"):  # the authors' model: the paper preset with attention masks off
+    for name in ("mosi", "mosei", "sims"):  # the authors' model: the paper preset with attention masks off (and
+        # so no trimming of padding, which the unmasked attention reads)
         assert asdict(model_config(load_config(f"lnln_authors_{name}"))) == \
-            asdict(replace(lnln_preset(name), mask_attention=False)), name
+            asdict(replace(lnln_preset(name), mask_attention=False, trim_padding=False)), name
     ours = asdict(model_config(load_config("lnln_default")))
     assert asdict(model_config(load_config("lnln_authors_default"))) == \
         {**ours, "mask_attention": False, "grl_only_discriminator": False}

@@ -219,6 +219,90 @@ def test_benchmark_tables_read_the_files(tmp_path):
         book.benchmark_files(tmp_path / "empty")
 
 
+def test_every_call_of_a_chapter_is_in_the_book_package():
+    """``book.<name>`` in a chapter resolves (the package re-exports every module's names), and each name lives
+    in exactly one module of ``mmsa_core/book/``."""
+    from mmsa_core import book
+
+    modules = [book.runs, book.tables, book.data, book.promma, book.lnln, book.grid, book.benchmarks]
+    homes: dict[str, list[str]] = {}
+    for m in modules:
+        for name in m.__all__:
+            homes.setdefault(name, []).append(m.__name__)
+            assert getattr(book, name) is getattr(m, name), f"book.{name} is not {m.__name__}.{name}"
+    assert not {n: h for n, h in homes.items() if len(h) > 1}, "a name exported by two modules"
+    for path in NOTEBOOKS:
+        calls = set(re.findall(r"\bbook\.(\w+)", "\n".join(src(c) for c in code_cells(read_nb(path)))))
+        missing = sorted(calls - set(homes))
+        assert not missing, f"{path.name} calls book.{missing}, which mmsa_core.book does not export"
+
+
+def test_what_the_chapters_read_ships_with_the_package():
+    """Chapters 8-10 read the committed grid and the benchmark figures; both are package data (pyproject's
+    package-data globs match every file there), so a pip install (Colab) reads what a checkout reads."""
+    tomllib = pytest.importorskip("tomllib")
+    from mmsa_core import book
+
+    pkg = REPO / "mmsa_core"
+    assert book.REFERENCE_GRID.parent.parent == pkg and book.BENCHMARK_RESULTS.parent.parent == pkg
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mmsa_core"]
+    shipped = {p.resolve() for g in globs for p in pkg.glob(g)}
+    needed = [*book.REFERENCE_GRID.glob("*.*"), *book.BENCHMARK_RESULTS.glob("*.*")]
+    assert {p.name for p in book.REFERENCE_GRID.glob("*.*")} >= {"records.csv", "histories.csv", "provenance.json"}
+    assert not [p for p in needed if p.resolve() not in shipped], "files the chapters read that the wheel leaves out"
+    assert not [p for p in shipped if "runs" in p.relative_to(pkg).parts], "a grid's runs/ folder would be shipped"
+    assert book.reference_dir() == book.REFERENCE_GRID
+    ref = book.reference()
+    assert len(ref.records) and len(ref.histories) and ref.provenance["cells"]
+    assert [name for name, _ in book.benchmark_files()] == sorted(p.name for p in book.BENCHMARK_RESULTS.glob("*.json"))
+
+
+def test_full_size_run_without_the_hub_fails_at_once_with_one_message(tmp_path, monkeypatch):
+    """``full=True`` trains LNLN with BERT-base from the Hugging Face hub; offline, ``trained`` stops before any data
+    is made or loaded, with one error that names the model, the reason and what to do (no network is used)."""
+    import huggingface_hub.constants
+
+    from mmsa_core import book
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setattr(book.runs, "load", lambda *a, **k: pytest.fail("data loaded before the hub check"))
+    assert book.hub_models(book.config("lnln", full=True)) == ["bert-base-uncased"]
+    assert book.hub_models(book.config("lnln")) == [] and book.hub_models(book.config("promma", full=True)) == []
+    with pytest.raises(RuntimeError) as e:
+        book.trained("lnln", full=True, cache_dir=tmp_path / "runs", device="cpu")
+    msg = str(e.value)
+    for part in ("lnln_mosi.yaml", "'bert-base-uncased'", "Hugging Face hub", "not reachable", "HF_HUB_OFFLINE",
+                 "full=False"):
+        assert part in msg, f"{part!r} not in the error: {msg}"
+    assert e.value.__cause__ is None and e.value.__suppress_context__, "one message, no chained traceback"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameter_cell_says_what_full_downloads(path):
+    """A chapter whose ``full=True`` trains a model with a hub text encoder names it (and the hub) in its parameter
+    cell; the others say there is nothing to download."""
+    from mmsa_core import book
+
+    code = code_cells(read_nb(path))
+    params = src(next(c for c in code if "parameters" in tags(c)))
+    if not re.search(r"^full\s*=", params, re.M):
+        pytest.skip("no full parameter")
+    body = "\n".join(src(c) for c in code)
+    models = set(re.findall(r'trained\(\s*"(\w+)"', body))
+    models |= {book.PROMMA_VARIANTS[n][0] for n in book.PROMMA_VARIANTS} if "promma_variant(" in body else set()
+    models |= {"lnln"} if "lnln_ablation(" in body else set()
+    hub = sorted({h for m in models for h in book.hub_models(book.config(m, full=True))})
+    full_line = params[params.index("full"):]
+    if hub:
+        for h in hub:
+            assert h in params, f"{path.name}: full=True downloads {h}; the parameter cell does not say so"
+        assert "Hugging Face hub" in params, f"{path.name}: the parameter cell does not say where {hub} comes from"
+    else:
+        assert "nothing to download" in full_line.splitlines()[0], \
+            f"{path.name}: full=True downloads nothing ({sorted(models)}); the full line should say so"
+
+
 # --------------------------------------------------------------------------------------- built HTML
 def _need_html():
     if not HTML.is_dir():

@@ -88,7 +88,7 @@ def test_synth_mosi_shape(tmp_path, capsys, monkeypatch):
     rc, _, _ = _main(capsys, "synth", "--shape", "mosi", "--out", tmp_path / "mosi.pkl")
     spec = load_mmsa(tmp_path / "mosi.pkl").spec
     assert rc == 0 and (spec.text_len, spec.text_dim, spec.audio_len, spec.audio_dim, spec.vision_len,
-                        spec.vision_dim) == (50, 768, 375, 5, 500, 20)
+                        spec.vision_dim) == (50, 384, 375, 5, 500, 20)
 
 
 @pytest.mark.parametrize("proto", ["A", "B"])

@@ -93,7 +93,7 @@ BAD_SPLITS = [
      ["'valid'", "'vision'", "(4, 2)", "(4, 3)"]),
     ("text-len-between-splits", lambda d: d["test"].update(text=d["test"]["text"][:, :4],
                                                            text_bert=d["test"]["text_bert"][:, :, :4]),
-     ["'test'", "'text_feat'", "(5, 8)", "(4, 8)"]),
+     ["'test'", "key 'text'", "(5, 8)", "(4, 8)"]),  # the pickle's key, not the Batch field
     ("sample-count", _set("train", "vision", lambda a: a[:5]), ["'train'", "'vision'", "6 samples", "got 5"]),
     ("text-bert-length", _set("train", "text_bert", lambda a: a[:, :, :3]), ["'train'", "'text_bert'", "L_t = 5", "got 3"]),
     ("text-bert-rows", _set("train", "text_bert", lambda a: a[:, :2]), ["'train'", "'text_bert'", "(N, 3, L_t)", "(6, 2, 5)"]),
@@ -152,13 +152,13 @@ def test_truncated_pickle(tmp_path, mmsa_splits, keep):
 
 class _FailsOnLoad:
     def __reduce__(self):
-        return (int, (None,))  # unpickling calls int(None): a TypeError, as some corrupted pickles give
+        return (int, (None,))  # unpickling would call int(None); the reader refuses the global builtins.int first
 
 
 def test_corrupted_pickle(tmp_path):
     path = tmp_path / "bad.pkl"
     path.write_bytes(pickle.dumps({"train": _FailsOnLoad()}))
-    with pytest.raises(DataError, match="cannot unpickle \\(TypeError") as ei:
+    with pytest.raises(DataError, match="cannot unpickle \\(UnpicklingError: global builtins.int is not allowed") as ei:
         load_mmsa(path)
     assert str(path) in str(ei.value)
 
@@ -206,6 +206,8 @@ def test_inf_in_vision_is_an_error(tmp_path, mmsa_splits):
 
 def test_sims_label_range(tmp_path):
     d = make_mmsa_splits(label_scale=1.0)
+    for s in d.values():  # CH-SIMS: Chinese raw text (the family comes from the data, the path only agrees)
+        s["raw_text"] = np.array(["这部电影很好看"] * len(s["raw_text"]))
     ds = load_mmsa(_write(tmp_path, d, "sims_unaligned_39.pkl"))
     assert (ds.spec.label_min, ds.spec.label_max, ds.spec.language) == (-1.0, 1.0, "zh")
     d["train"]["regression_labels"][0] = 1.4

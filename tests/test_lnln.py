@@ -93,7 +93,7 @@ def test_parameter_breakdown_mosi():
 
 
 def test_shapes_through_every_stage_mosi():
-    model = paper_model("mosi").train()
+    model = paper_model("mosi", share_unchanged=False).train()  # every complete row in the pass (2B rows)
     B, T, d = 3, 8, 128
     batch = random_batch(PAPER_SPECS["mosi"], B)
     seen = {}
@@ -221,6 +221,144 @@ def test_one_batched_pass_equals_two_passes():
     calls.clear()
     model.train()(batch)  # training: exactly one text-encoder pass, over 2B samples
     assert calls == [10]
+
+
+# ---------------------------------------------------------------------------------------------- speed levers
+
+LEVER_SPEC = DataSpec(text_len=12, text_dim=16, audio_len=20, audio_dim=5, vision_len=15, vision_dim=7)
+
+
+def padded(batch: Batch, extra: int) -> Batch:
+    """``batch`` (and its complete input) with ``extra`` more trailing padding positions in every modality."""
+    def pad(t, value=0):
+        return torch.cat([t, t.new_full((t.shape[0], extra, *t.shape[2:]), value)], 1)
+
+    seq = ("text_ids", "text_mask", "text_segment", "text_feat", "audio", "audio_mask", "vision", "vision_mask")
+    out = batch.with_(**{k: pad(getattr(batch, k)) for k in seq})
+    return out if batch.complete is None else out.with_(complete=padded(batch.complete, extra))
+
+
+def losses_and_grads(model: LNLN, batch: Batch):
+    model.zero_grad(set_to_none=True)
+    out = model.train()(batch)
+    sum(out.losses.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    with torch.no_grad():
+        pred = model.eval()(batch.with_(complete=None)).pred
+    return out.pred.detach(), {k: v.detach() for k, v in out.losses.items()}, grads, pred
+
+
+def twin_models(spec: DataSpec, text=TINY, **levers):
+    """Two LNLNs with the same weights: without, then with the given levers."""
+    torch.manual_seed(0)
+    plain = LNLN(replace(LNLNConfig(), text=text), spec)
+    fast = LNLN(replace(LNLNConfig(), text=text, **levers), spec)
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def assert_same_training(a, b, rtol=1e-5, atol=1e-6):
+    (pa, la, ga, ea), (pb, lb, gb, eb) = a, b
+    torch.testing.assert_close(pa, pb, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ea, eb, rtol=rtol, atol=atol)
+    assert la.keys() == lb.keys() == {"completeness", "adversarial", "sentiment", "reconstruction"}
+    for k in la:
+        torch.testing.assert_close(la[k], lb[k], rtol=rtol, atol=atol)
+    assert ga.keys() == gb.keys() and any(k.startswith("text_encoder.") for k in ga)
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], rtol=rtol, atol=atol, msg=lambda m: f"gradient of {k}: {m}")
+
+
+def test_trimming_the_padding_changes_nothing_but_the_lengths():
+    """Cut to the batch's longest valid length, the embeddings see shorter sequences; predictions (training and
+    evaluation), losses and every gradient are those of the full-length batch."""
+    extra = 9
+    spec = replace(LEVER_SPEC, text_len=LEVER_SPEC.text_len + extra, audio_len=LEVER_SPEC.audio_len + extra,
+                   vision_len=LEVER_SPEC.vision_len + extra)
+    batch = padded(random_batch(LEVER_SPEC, 6, seed=2), extra)
+    plain, fast = twin_models(spec, trim_padding=True)
+    seen = {}
+    for name in ("text_encoder", "embed_audio", "embed_vision"):
+        getattr(fast, name).register_forward_hook(lambda m, a, o, name=name: seen.setdefault(name, []).append(a[0].shape[1]))
+    assert_same_training(losses_and_grads(plain, batch), losses_and_grads(fast, batch))
+    longest = {"text_encoder": int(batch.text_mask.sum(1).max()), "embed_audio": int(batch.complete.audio_mask.sum(1).max()),
+               "embed_vision": int(batch.complete.vision_mask.sum(1).max())}
+    full = {"text_encoder": spec.text_len, "embed_audio": spec.audio_len, "embed_vision": spec.vision_len}
+    for name, lengths in seen.items():
+        assert lengths[0] == longest[name] < full[name], (name, lengths)  # training: the joint pass
+        assert max(lengths) <= longest[name]
+
+
+def test_trimming_an_all_padding_modality_keeps_one_position():
+    spec = LEVER_SPEC
+    batch = random_batch(spec, 3, seed=4)
+    none = batch.with_(audio=torch.zeros_like(batch.audio), audio_mask=torch.zeros_like(batch.audio_mask), complete=None)
+    plain, fast = twin_models(spec, trim_padding=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.eval()(none).pred, plain.eval()(none).pred, rtol=1e-5, atol=1e-6)
+
+
+def test_unchanged_rows_are_embedded_once_with_the_same_gradients():
+    """A modality whose incomplete row equals its complete one is embedded once and used in both roles: the text
+    encoder sees B + K rows (K = rows that differ), and predictions, losses and gradients are those of 2B rows."""
+    batch = random_batch(LEVER_SPEC, 8, seed=1)
+    plain, fast = twin_models(LEVER_SPEC, share_unchanged=True)
+    rows = []
+    fast.text_encoder.register_forward_hook(lambda m, a, o: rows.append(o.shape[0]))
+    assert_same_training(losses_and_grads(plain, batch), losses_and_grads(fast, batch))
+    differ = int((batch.text_ids != batch.complete.text_ids).any(1).sum())
+    assert 0 < differ < len(batch)  # the batch has both kinds of rows
+    assert rows[0] == len(batch) + differ  # training: B + K rows, not 2B
+    assert rows[1] == len(batch)  # evaluation: the incomplete input only
+
+
+def test_levers_together_on_a_paper_preset():
+    """The MOSI preset turns trimming and sharing on; with both, the paper-sized model trains as without them."""
+    assert lnln_preset("mosi").trim_padding and lnln_preset("mosi").share_unchanged
+    assert not LNLNConfig().trim_padding and not LNLNConfig().share_unchanged  # the default preset is untouched
+    spec = replace(LEVER_SPEC, text_dim=768)
+    batch = padded(random_batch(LEVER_SPEC, 6, seed=5), 0)
+    batch = batch.with_(text_feat=torch.randn(6, spec.text_len, 768), complete=batch.complete.with_(
+        text_feat=torch.randn(6, spec.text_len, 768)))
+    torch.manual_seed(0)
+    fast = LNLN(replace(lnln_preset("mosi"), text=FEATURES), spec)
+    plain = LNLN(replace(lnln_preset("mosi"), text=FEATURES, trim_padding=False, share_unchanged=False), spec)
+    plain.load_state_dict(fast.state_dict())
+    (pa, la, ga, ea), (pb, lb, gb, eb) = losses_and_grads(plain, batch), losses_and_grads(fast, batch)
+    torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ea, eb, rtol=1e-4, atol=1e-5)
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"gradient of {k}: {m}")
+
+
+def test_text_encoder_checkpointing_recomputes_with_the_same_gradients():
+    batch = random_batch(LEVER_SPEC, 4, seed=6)
+    plain, fast = twin_models(LEVER_SPEC, checkpoint_text=True)
+    calls = []
+    inner = fast.text_encoder.bert.encoder.layer[0].intermediate  # inside the checkpointed layer
+    inner.register_forward_hook(lambda m, a, o: calls.append(torch.is_grad_enabled()))
+    assert_same_training(losses_and_grads(plain, batch), losses_and_grads(fast, batch), rtol=0, atol=0)
+    assert len(calls) == 3  # training: forward, recomputed in backward; evaluation: one forward
+
+
+def test_cpu_bf16_autocast(monkeypatch, caplog):
+    """Opt-in bf16 on a CPU with native bf16: float32 outputs within bf16 rounding of fp32, not equal to them;
+    on a CPU without it, a warning and the fp32 result."""
+    batch = random_batch(LEVER_SPEC, 6, seed=7).with_(complete=None)
+    plain, fast = twin_models(LEVER_SPEC, cpu_bf16=True)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        ref = plain(batch).pred
+        monkeypatch.setattr(lnln_module, "cpu_has_native_bf16", lambda: False)
+        with caplog.at_level("WARNING"):
+            assert torch.equal(fast(batch).pred, ref)
+        assert "no native bf16" in caplog.text
+        monkeypatch.setattr(lnln_module, "cpu_has_native_bf16", lambda: True)
+        out = fast(batch)
+    assert out.pred.dtype == torch.float32 and all(v.dtype == torch.float32 for v in out.losses.values())
+    diff = (out.pred - ref).abs().max()
+    assert 0 < diff < 0.05 * (1 + ref.abs().max()), diff
+    assert isinstance(lnln_module.cpu_has_native_bf16(), bool)
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -1,5 +1,6 @@
-"""The committed reference grid of the embedded default (``results/synth-small``, written by
-``python -m mmsa_core reproduce --set train.threads=1``): complete, consistent, and reproducible.
+"""The committed reference grid of the embedded default (``mmsa_core/reference/synth-small``, package data, written
+by ``python -m mmsa_core reproduce --set train.threads=1 --out mmsa_core/reference/synth-small``): complete,
+consistent, and reproducible.
 
 ``test_a_committed_cell_reproduces`` re-trains one cell (the late-fusion baseline, protocol A, seed 1111: the
 fastest) with the configuration recorded in ``provenance.json`` and compares every record with the committed one:
@@ -14,7 +15,6 @@ fastest) with the configuration recorded in ``provenance.json`` and compares eve
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -22,11 +22,11 @@ import torch
 
 from mmsa_core import reproduce
 from mmsa_core import results as R
+from mmsa_core.book import REFERENCE_GRID
 from mmsa_core.missing import MODE_NAMES, RATES
 from mmsa_core.utils import cpu_model
 
-REPO = Path(__file__).resolve().parent.parent
-REF = REPO / "results" / "synth-small"
+REF = REFERENCE_GRID
 MODELS = ("lnln", "almt", "promma", "mplmm", "baseline")
 SEEDS = (1111, 1112, 1113)
 ACROSS_MACHINES_ATOL = 0.02

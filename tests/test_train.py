@@ -208,3 +208,49 @@ def test_pretrained_text_encoder_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="cannot load text encoder") as ei:
         load_pretrained(str(tmp_path / "no-such-model"))
     assert "no-such-model" in str(ei.value)
+
+
+# ---------------------------------------------------------------------------------------------- length grouping
+
+
+def test_group_by_length_keeps_every_sample_and_groups_lengths(synth_ds):
+    """A seeded permutation of the epoch's order whose batches span narrower text lengths than random batches;
+    the short last batch stays last, so the trainer's slicing is unchanged."""
+    data = synth_ds["train"].data
+    n, bs = len(data), 64
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    grouped = trainer.group_by_length(order, data, bs, torch.Generator().manual_seed(1))
+    again = trainer.group_by_length(order, data, bs, torch.Generator().manual_seed(1))
+    other = trainer.group_by_length(order, data, bs, torch.Generator().manual_seed(2))
+    assert torch.equal(grouped, again) and not torch.equal(grouped, other)
+    assert sorted(grouped.tolist()) == list(range(n))
+    lengths = data.text_mask.sum(1)
+
+    def mean_span(o):
+        return float(np.mean([float(lengths[b].max() - lengths[b].min()) for b in o.split(bs)]))
+
+    assert mean_span(grouped) < 0.5 * mean_span(order)
+    last = n - (n // bs) * bs
+    assert last and set(grouped[-last:].tolist()) == set(  # the sorted chunk's last `last` samples
+        order[torch.sort(lengths[order] * 1000 + data.audio_mask.sum(1)[order] + data.vision_mask.sum(1)[order],
+                         stable=True).indices][-last:].tolist())
+
+
+def test_group_by_length_trains_and_leaves_existing_hashes(tmp_path, synth_ds, restore_torch_globals):
+    """Off by default and absent from the config hash when off (a run configured before the switch existed keeps
+    its hash); on, a run trains on the grouped batches and the hash says so."""
+    import dataclasses
+
+    from mmsa_core.config import RunConfig, config_hash
+
+    before = dataclasses.make_dataclass("TrainConfig", [(f.name, f.type, dataclasses.field(default=f.default))
+                                                        for f in dataclasses.fields(TrainConfig) if f.name != "group_by_length"])
+    assert not TrainConfig().group_by_length
+    assert config_hash(RunConfig(train=before())) == config_hash(RunConfig())
+    on = RunConfig(train=TrainConfig(group_by_length=True))
+    assert config_hash(on) != config_hash(RunConfig())
+    set_seed(1111, True, 1)
+    model = build_model("baseline", BaselineConfig(), synth_ds.spec)
+    cfg = TrainConfig(epochs=1, progress=False, threads=1, out_dir=str(tmp_path), group_by_length=True)
+    res = trainer.fit(model, synth_ds, cfg, tmp_path, "hash-g", {})
+    assert math.isfinite(res.history[0]["train_sentiment"])

@@ -2,6 +2,10 @@
 
     python tools/run_notebooks.py --inplace            # refresh the committed outputs (what `make book` does)
     python tools/run_notebooks.py --out _build/executed -p epochs 2   # a run that leaves book/ untouched
+    python tools/run_notebooks.py --out _build/executed --cwd /tmp/empty  # run each chapter from that folder
+
+Each chapter runs in its own folder (``book/``) unless ``--cwd`` names another one; ``tools/test_wheel.py`` runs
+them from an empty folder against the installed wheel, as on Colab.
 
 After an in-place run, volatile metadata (papermill timings, execution timestamps) is removed so that a
 clean re-run leaves `git diff book/` empty.
@@ -35,9 +39,9 @@ def strip_volatile(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def run_one(nb: Path, out: Path, params: list[tuple[str, str]]) -> tuple[Path, bool, float, str]:
+def run_one(nb: Path, out: Path, params: list[tuple[str, str]], cwd: Path | None = None) -> tuple[Path, bool, float, str]:
     cmd = [sys.executable, "-m", "papermill", str(nb), str(out), "-k", "python3", "--no-progress-bar",
-           "--cwd", str(nb.parent), "--execution-timeout", str(CELL_TIMEOUT_S)]
+           "--cwd", str(cwd or nb.parent), "--execution-timeout", str(CELL_TIMEOUT_S)]
     for k, v in params:
         cmd += ["-p", k, v]
     env = dict(os.environ, PYTHONHASHSEED="0")
@@ -54,7 +58,9 @@ def main() -> int:
     where.add_argument("--out", help="folder for the executed copies")
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    ap.add_argument("--cwd", help="folder every chapter runs in (default: the notebook's own folder)")
     a = ap.parse_args()
+    cwd = Path(a.cwd).resolve() if a.cwd else None
     nbs = [Path(p).resolve() for p in a.notebooks] or sorted((ROOT / "book").glob("*.ipynb"))
     outs = {}
     for nb in nbs:
@@ -66,7 +72,7 @@ def main() -> int:
     t0 = time.perf_counter()
     failed = 0
     with ThreadPoolExecutor(a.jobs) as pool:
-        for nb, ok, secs, err in pool.map(lambda n: run_one(n, outs[n], a.param), nbs):
+        for nb, ok, secs, err in pool.map(lambda n: run_one(n, outs[n], a.param, cwd), nbs):
             print(f"{'OK  ' if ok else 'FAIL'} {nb.relative_to(ROOT)}  {secs:6.1f} s", flush=True)
             if not ok:
                 failed += 1

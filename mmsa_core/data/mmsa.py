@@ -4,8 +4,14 @@ One pickle is a dict with splits ``train``, ``valid``, ``test``; each split is a
 ``shared/spec/protocols.md``). :func:`load_mmsa` validates every key, rank, feature size, dtype, length and
 label, and returns whole splits as tensors in memory, so that a batch is one indexing operation.
 
-Security note: unpickling runs code stored in the file. We only ever load a path that the user named
-(or the embedded dataset that this package wrote itself); never load a pickle you do not trust.
+Safety: every pickle (the user's and the cached embedded one) is read by :class:`FeatureUnpickler`, which
+rebuilds only what feature pickles hold (dicts, lists, strings, numbers, NumPy arrays, dtypes and scalars) and
+refuses every other global with a :class:`DataError`: a pickle cannot run code here.
+
+Dataset family (``mosi``, ``mosei``, ``sims``): it sets the label range and the metrics (SIMS: Chinese, labels in
+[-1, 1]; MOSI / MOSEI: English, [-3, 3]). It comes from ``family=`` (``data.family``) if given, else from the
+data (:func:`family_from_data`: unimodal label keys, the raw text's script, the label range); a dataset named in
+the path (:func:`family_from_path`) is only a guess that is checked against the data, never the decision.
 """
 
 from __future__ import annotations
@@ -30,6 +36,85 @@ class DataError(ValueError):
     """Bad input data: the message names the file, split, key, what was expected and what was found."""
 
 
+# --------------------------------------------------------------------------------------- safe unpickling
+# The globals an MMSA feature pickle needs (NumPy 1.x writes numpy.core.*, NumPy 2 numpy._core.*): arrays
+# (protocols 2-4: _reconstruct; 5: _frombuffer), dtypes, scalars; containers and str/bytes of older protocols.
+_ALLOWED_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "slice"),
+    ("collections", "OrderedDict"), ("_codecs", "encode"),
+}
+
+
+class FeatureUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds only the types of MMSA feature pickles (see ``_ALLOWED_GLOBALS``); any other
+    global (a class, a function such as ``os.system``) raises ``pickle.UnpicklingError`` before it is looked up."""
+
+    def find_class(self, module: str, name: str):
+        mod = "numpy._core." + module[len("numpy.core."):] if module.startswith("numpy.core.") else module
+        if (mod, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a feature pickle "
+                                         "(only NumPy arrays, dtypes, scalars and plain containers are)")
+        if mod.startswith("numpy._core.") and not hasattr(np, "_core"):  # NumPy 1.x without the numpy._core alias
+            mod = "numpy.core." + mod[len("numpy._core."):]
+        return super().find_class(mod, name)
+
+
+def read_pickle(path):
+    """The object in the pickle at ``path``, read by :class:`FeatureUnpickler`; any failure is one DataError."""
+    try:
+        with open(path, "rb") as f:
+            return FeatureUnpickler(f).load()
+    except Exception as e:  # noqa: BLE001 - a cut or corrupted pickle fails in many ways (EOFError, TypeError, ...)
+        raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {str(e)[:300]}); is the file complete and "
+                        "an MMSA feature pickle?") from None
+
+
+# --------------------------------------------------------------------------------------- dataset family
+FAMILIES = {  # label range, language (metrics: SIMS's for "zh", MOSI's otherwise)
+    "mosi": ((-3.0, 3.0), "en"),
+    "mosei": ((-3.0, 3.0), "en"),
+    "sims": ((-1.0, 1.0), "zh"),
+}
+UNIMODAL_LABEL_KEYS = ("regression_labels_T", "regression_labels_A", "regression_labels_V")  # CH-SIMS only
+
+
+def family_from_path(path) -> str | None:
+    """``mosei``, ``mosi`` or ``sims`` when the file's name or its two parent folders name one (``MOSI/Processed/
+    unaligned_50.pkl``; mosei first: it contains "mosi"), else None. A guess only: :func:`load_mmsa` checks it
+    against the data."""
+    s = "/".join(Path(path).parts[-3:]).lower()
+    for fam in ("mosei", "mosi", "sims"):
+        if fam in s:
+            return fam
+    return None
+
+
+def family_from_data(splits: dict[str, dict], texts: list[str], labels: np.ndarray) -> tuple[str | None, list[str], list[str]]:
+    """``"sims"``, ``"cmu"`` (MOSI or MOSEI, which share labels and metrics) or None, with the evidence for SIMS
+    and for CMU. The content decides: CH-SIMS's unimodal label keys and the script of ``raw_text`` (Han characters
+    vs Latin letters); contradicting content, or none, gives None. Only without content evidence do the labels
+    decide (one beyond SIMS's [-1, 1]: CMU); with it, a label out of range is a data error found afterwards."""
+    sims, cmu = [], []
+    keys = sorted({k for d in splits.values() for k in UNIMODAL_LABEL_KEYS if k in d})
+    if keys:
+        sims.append(f"unimodal label keys {keys}")
+    sample = "".join(texts[:5000])
+    han = sum("\u4e00" <= c <= "\u9fff" for c in sample)
+    latin = sum(c.isascii() and c.isalpha() for c in sample)
+    if han > latin:
+        sims.append("Chinese raw_text")
+    elif latin > han:
+        cmu.append("English raw_text")
+    top = float(np.abs(labels).max()) if labels.size else 0.0
+    if not sims and not cmu and top > 1.0 + 1e-6:
+        cmu.append(f"labels up to |{top:.3g}| (beyond SIMS's [-1, 1])")
+    kind = None if bool(sims) == bool(cmu) else ("sims" if sims else "cmu")
+    return kind, sims, cmu
+
+
 @dataclass
 class DataSpec:
     """What a model must know about the data it will see (sizes, vocabulary ids, label range)."""
@@ -44,6 +129,7 @@ class DataSpec:
     label_max: float = 3.0
     unk_id: int = 100
     language: str = "en"
+    family: str = "mosi"  # "mosi", "mosei" or "sims" (see FAMILIES): how it was decided is MMSADataset.family_source
 
 
 @dataclass
@@ -119,6 +205,7 @@ class MMSADataset:
     spec: DataSpec
     splits: dict[str, Split]
     fingerprint: str
+    family_source: str = ""  # why spec.family: "set by data.family" or the evidence found in the data
 
     def __getitem__(self, split: str) -> Split:
         if split not in self.splits:
@@ -146,7 +233,8 @@ def _array(path, split, key, value, ndim, dtype_kind="f") -> np.ndarray:
     return arr
 
 
-def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) -> Split:
+def _split_from_dict(path, split: str, d, warn_inf: bool = True) -> Split:
+    """One validated split (the label range is checked by :func:`load_mmsa` once the family is known)."""
     if not isinstance(d, dict):
         raise DataError(f"{path}: split {split!r}: expected a dict of arrays, got {type(d).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in d]
@@ -179,23 +267,30 @@ def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) ->
         if warn_inf:
             log.warning("%s: split %r key 'audio': replaced %d infinite values by 0 (real MOSEI has -inf)", path, split, k)
         audio = np.where(np.isinf(audio), 0.0, audio).astype(np.float32)
-    lo, hi = label_range
-    if labels.min() < lo or labels.max() > hi:
-        raise DataError(
-            f"{path}: split {split!r} key 'regression_labels': expected values in [{lo}, {hi}], "
-            f"got min {labels.min():.3f}, max {labels.max():.3f}"
-        )
+    bad_ids = {"ids": (text_bert[:, 0] < 0) | (text_bert[:, 0] >= 2**31), "attention mask": (text_bert[:, 1] != 0) & (text_bert[:, 1] != 1),
+               "segment ids": (text_bert[:, 2] != 0) & (text_bert[:, 2] != 1)}
+    for what, bad in bad_ids.items():
+        if bad.any():
+            i, j = (int(x[0]) for x in np.nonzero(bad))
+            row = {"ids": 0, "attention mask": 1, "segment ids": 2}[what]
+            expected = "token ids in [0, 2**31)" if what == "ids" else "0 or 1"
+            raise DataError(f"{path}: split {split!r} key 'text_bert': row {row} ({what}) expects {expected}, got "
+                            f"{text_bert[i, row, j]:g} at sample {i}, position {j}")
     lengths = {}
     for m, arr in (("audio", audio), ("vision", vision)):
         key = f"{m}_lengths"
         if key in d:
-            ln = _array(path, split, key, d[key], 1).astype(np.int64)
+            ln = _array(path, split, key, d[key], 1)
+            if not np.isfinite(ln).all():
+                raise DataError(f"{path}: split {split!r} key {key!r}: expected finite lengths, found "
+                                f"{int((~np.isfinite(ln)).sum())} NaN/inf")
             if ln.shape[0] != n or ln.min(initial=0) < 0 or ln.max(initial=0) > arr.shape[1]:
                 got = f"in [{ln.min()}, {ln.max()}]" if ln.size else "(none)"  # min() of nothing would raise
                 raise DataError(
                     f"{path}: split {split!r} key {key!r}: expected {n} lengths in [0, {arr.shape[1]}], "
                     f"got {ln.shape[0]} values {got}"
                 )
+            ln = ln.astype(np.int64)
         else:  # aligned pickles carry no lengths: every frame is valid
             ln = np.full(n, arr.shape[1], dtype=np.int64)
         lengths[m] = torch.from_numpy(ln)
@@ -213,48 +308,92 @@ def _split_from_dict(path, split: str, d, label_range, warn_inf: bool = True) ->
         labels=torch.from_numpy(labels),
         index=torch.arange(n),
     )
-    ids = [str(x) for x in d.get("id", range(n))]
-    raw = [str(x) for x in d.get("raw_text", [""] * n)]
-    for key, vals in (("id", ids), ("raw_text", raw)):
-        if len(vals) != n:
-            raise DataError(f"{path}: split {split!r} key {key!r}: expected {n} entries (as regression_labels), got {len(vals)}")
+    ids = _strings(path, split, "id", d.get("id", range(n)), n)
+    raw = _strings(path, split, "raw_text", d.get("raw_text", [""] * n), n)
     return Split(split, data, ids, raw)
 
 
-def load_mmsa(path, name: str | None = None, label_range: tuple[float, float] | None = None, language: str | None = None) -> MMSADataset:
-    """Load and validate an MMSA-format pickle named by the user (pickles can run code: trusted files only)."""
+def _strings(path, split: str, key: str, value, n: int) -> list[str]:
+    """``n`` entries of ``value`` as strings (sample ids, raw text)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "U" and value.size \
+            and (np.ascontiguousarray(value).view(np.uint32) > 0x10FFFF).any():  # a corrupted NumPy string array
+        raise DataError(f"{path}: split {split!r} key {key!r}: expected text, found code points beyond Unicode")
+    try:
+        vals = [str(x) for x in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    except TypeError:  # a scalar, or another non-sequence
+        raise DataError(f"{path}: split {split!r} key {key!r}: expected {n} entries, got {type(value).__name__}") from None
+    if len(vals) != n:
+        raise DataError(f"{path}: split {split!r} key {key!r}: expected {n} entries (as regression_labels), got {len(vals)}")
+    return vals
+
+
+def _decide_family(path, raw: dict, splits: dict[str, Split], family: str | None, audio_dim: int) -> tuple[str, str]:
+    """The family to use and why (see the module docstring); a DataError when the data cannot tell."""
+    texts = [t for s in splits.values() for t in s.raw_text]
+    labels = np.concatenate([s.data.labels.numpy() for s in splits.values()])
+    kind, sims, cmu = family_from_data(raw, texts, labels)
+    guess = family_from_path(path)
+    if family is not None:
+        if family not in FAMILIES:
+            raise DataError(f"{path}: unknown dataset family {family!r}; expected one of {sorted(FAMILIES)}")
+        if kind is not None and (kind == "sims") != (family == "sims"):
+            log.warning("%s: data.family=%s, but the data look like %s (%s)", path, family,
+                        "CH-SIMS" if kind == "sims" else "CMU-MOSI/MOSEI", "; ".join(sims or cmu))
+        return family, "set by data.family"
+    if kind is None:
+        found = f"evidence for SIMS: {sims}, for MOSI/MOSEI: {cmu}" if sims else "no evidence either way"
+        raise DataError(f"{path}: cannot tell from the data whether this is CH-SIMS or CMU-MOSI/MOSEI ({found}); "
+                        f"set data.family to one of {sorted(FAMILIES)} (e.g. --set data.family=mosi)")
+    if kind == "sims":
+        fam = "sims"
+    else:  # MOSI and MOSEI share labels and metrics: the path's name, else MOSEI's 74 COVAREP features
+        fam = guess if guess in ("mosi", "mosei") else ("mosei" if audio_dim == 74 else "mosi")
+    why = "from the data: " + ", ".join(sims or cmu)
+    if guess is not None and (guess == "sims") != (fam == "sims"):
+        log.warning("%s: the path names %s, but the data are %s (%s); using %s (set data.family to choose)",
+                    path, guess, "CH-SIMS" if fam == "sims" else "CMU-MOSI/MOSEI", why[len("from the data: "):], fam)
+        why += f"; the path's {guess!r} disagrees"
+    return fam, why
+
+
+def load_mmsa(path, name: str | None = None, label_range: tuple[float, float] | None = None,
+              family: str | None = None) -> MMSADataset:
+    """Load and validate an MMSA-format pickle: read by :class:`FeatureUnpickler` (no code runs), every key
+    checked, the dataset family decided (``family``, else from the data) and the labels checked against its
+    range (or ``label_range`` if given)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (MMSA pickles are downloaded by the user; see the README)")
     name = name or path.stem
-    sims = "sims" in name.lower() or "sims" in str(path).lower()
-    label_range = label_range or ((-1.0, 1.0) if sims else (-3.0, 3.0))
-    try:
-        with open(path, "rb") as f:
-            raw = pickle.load(f)
-    except Exception as e:  # noqa: BLE001 - a cut or corrupted pickle fails in many ways (EOFError, TypeError, ...)
-        raise DataError(f"{path}: cannot unpickle ({type(e).__name__}: {e}); is the file complete and an MMSA pickle?")
+    raw = read_pickle(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a dict with splits {list(SPLITS)}, got {type(raw).__name__}")
     missing = [s for s in SPLITS if s not in raw]
     if missing:
-        raise DataError(f"{path}: missing split(s) {missing}; expected {list(SPLITS)}, found {sorted(raw)}")
-    splits = {s: _split_from_dict(path, s, raw[s], label_range) for s in SPLITS}
+        raise DataError(f"{path}: missing split(s) {missing}; expected {list(SPLITS)}, found {sorted(map(str, raw))}")
+    splits = {s: _split_from_dict(path, s, raw[s]) for s in SPLITS}
     ref = splits["train"].data
     for s in SPLITS[1:]:
         b = splits[s].data
-        for key in ("text_feat", "audio", "vision"):
-            exp, got = tuple(getattr(ref, key).shape[1:]), tuple(getattr(b, key).shape[1:])
+        for field_, key in (("text_feat", "text"), ("audio", "audio"), ("vision", "vision")):  # the pickle's keys
+            exp, got = tuple(getattr(ref, field_).shape[1:]), tuple(getattr(b, field_).shape[1:])
             if exp != got:
                 raise DataError(f"{path}: split {s!r} key {key!r}: expected per-sample shape {exp} (as train), got {got}")
+    fam, why = _decide_family(path, {s: raw[s] for s in SPLITS}, splits, family, ref.audio.shape[2])
+    lo, hi = label_range if label_range is not None else FAMILIES[fam][0]
+    for s, sp in splits.items():
+        y = sp.data.labels
+        if y.min() < lo or y.max() > hi:
+            raise DataError(f"{path}: split {s!r} key 'regression_labels': expected values in [{lo}, {hi}] "
+                            f"(family {fam}, {why}), got min {float(y.min()):.3f}, max {float(y.max()):.3f}")
     spec = DataSpec(
         text_len=ref.text_feat.shape[1], text_dim=ref.text_feat.shape[2],
         audio_len=ref.audio.shape[1], audio_dim=ref.audio.shape[2],
         vision_len=ref.vision.shape[1], vision_dim=ref.vision.shape[2],
-        label_min=label_range[0], label_max=label_range[1],
-        language=language or ("zh" if sims else "en"),
+        label_min=float(lo), label_max=float(hi), language=FAMILIES[fam][1], family=fam,
     )
-    return MMSADataset(name, str(path), spec, splits, _fingerprint(path))
+    log.debug("%s: dataset family %s (%s)", path, fam, why)
+    return MMSADataset(name, str(path), spec, splits, _fingerprint(path), why)
 
 
 def write_mmsa(path, splits: dict[str, dict[str, np.ndarray]]) -> Path:

@@ -247,7 +247,7 @@ def _frames(rng, content, rho, L, D, gain, cue, u, w):
 
 @lru_cache(maxsize=1)
 def _minilm():
-    from ..models.text import load_pretrained  # the data layer only borrows the loader of the packaged weights
+    from ..pretrained import load_pretrained
 
     return load_pretrained("minilm").eval()
 

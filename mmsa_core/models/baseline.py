@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..data.mmsa import Batch, DataSpec
-from .common import ModelOutput, sentiment_loss
+from .common import ModelOutput, fp32_head, sentiment_loss
 from .layers import Transformer, masked_mean
 from .text import TextEncoder, TextEncoderConfig
 
@@ -57,5 +57,5 @@ class LateFusionBaseline(nn.Module):
             h = self.enc[m](h, mask | ~mask.any(1, keepdim=True))  # an all-masked row attends everywhere, then pools to 0
             pooled.append(masked_mean(h, mask))  # (B, d)
         z = torch.cat(pooled + [present.to(pooled[0].dtype)], -1)  # (B, 3d + 3)
-        pred = self.head(z).squeeze(-1)  # (B,)
+        pred = fp32_head(self.head, z).squeeze(-1)  # (B,) fp32 also under autocast
         return ModelOutput(pred, {"sentiment": sentiment_loss(pred, batch.labels)})

@@ -48,6 +48,21 @@ Where ours departs from the paper and the authors' code (what is learned is othe
   N(0, 0.02^2) (with the authors' N(0, 1) the synthetic features, much smaller than BERT's, drown in the positions
   and w does not learn), the precomputed text features instead of BERT.
 
+Speed levers (ours; switches of :class:`LNLNConfig`, off in the ``"default"`` preset so that its results stay
+bit-identical, on in the paper presets; each computes the same function up to float rounding, which
+``tests/test_lnln.py`` checks for predictions and gradients):
+
+- ``trim_padding``: each modality is cut to the longest valid length in the batch before its embedding (trailing
+  padding is masked everywhere, so nothing changes but the work; exact only with masked attention, so it is
+  refused with ``mask_attention=False``).
+- ``share_unchanged``: in the batched pass, a sample whose incomplete modality equals its complete one (about half
+  of them under protocol A's training draw) is embedded once and used in both roles; the gradients of both uses
+  add up on the one tensor, as they would over two passes.
+- ``checkpoint_text``: activation checkpointing of a BERT text encoder in training (less memory, one more forward
+  of the encoder per step); nothing changes with precomputed features.
+- ``cpu_bf16``: bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX; fp32 elsewhere, with a warning);
+  predictions differ from fp32 by bf16 rounding (``benchmarks/bench_lnln.py`` reports by how much).
+
 Kept as the authors have it (paper presets): positional embeddings initialised N(0, 1) (``pos_std``), summary
 tokens zeros, proxy and hyper-modality tokens ones; the hyper-modality residual is added to the layer-normed state;
 reconstruction and discrimination targets (the complete input's tokens) are not detached; no dropout; no gradient
@@ -56,6 +71,7 @@ clipping; MOSEI, like SIMS, uses 4 fusion layers (the authors' MOSEI config; the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -63,11 +79,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.mmsa import Batch, DataSpec
-from .common import ModelOutput, sentiment_loss
+from .common import ModelOutput, fp32_head, sentiment_loss
 from .layers import CrossTransformer, SummaryTransformer, Transformer, grad_reverse
 from .text import TextEncoder, TextEncoderConfig
 
-# The fields of a Batch that the embedding networks read; the batched pass concatenates exactly these.
+log = logging.getLogger(__name__)
+
+# The fields of a Batch that the embedding networks read, per modality (the last one is the modality's mask);
+# the batched pass concatenates exactly these.
+MODALITY_FIELDS = {"text": ("text_ids", "text_segment", "text_feat", "text_mask"),
+                   "audio": ("audio", "audio_mask"), "vision": ("vision", "vision_mask")}
 INPUT_FIELDS = ("text_ids", "text_mask", "text_segment", "text_feat", "audio", "audio_mask", "vision", "vision_mask")
 
 # Data shapes of the three benchmark sets (MMSA unaligned pickles); ``text_dim`` is BERT-base's width.
@@ -112,8 +133,13 @@ class LNLNConfig:
     grl_only_discriminator: bool = True
     # False (the authors' models/basic_layers.py): the unimodal Transformers attend to every position, padding and
     # dropped (zeroed) frames included; True (ours): those are excluded. The text encoder masks padding either way.
-    # With False every padded position counts, so inputs must keep their full length (no trimming of padding).
+    # With False every padded position counts, so inputs must keep their full length: trim_padding must be off.
     mask_attention: bool = True
+    # speed levers (see the module docstring); none changes what is computed beyond float rounding
+    trim_padding: bool = False  # cut each modality to the batch's longest valid length before embedding it
+    share_unchanged: bool = False  # embed a complete row only where it differs from the incomplete one
+    checkpoint_text: bool = False  # activation checkpointing of a BERT text encoder in training
+    cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (fp32 elsewhere)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
 
 
@@ -139,7 +165,7 @@ def lnln_preset(name: str) -> LNLNConfig:
     text encoder) or ``"default"`` (the embedded dataset, sized to train in seconds on a CPU)."""
     paper = LNLNConfig(dim=128, heads=8, dim_head=64, mlp_dim=128, n_tokens=8, hyper_dim_head=16,
                        disc_hidden=64, cc_hidden=64, pos_std=1.0, grl_only_discriminator=False,
-                       alpha=0.9, beta=0.8, gamma=0.1, sigma=1.0,
+                       alpha=0.9, beta=0.8, gamma=0.1, sigma=1.0, trim_padding=True, share_unchanged=True,
                        text=TextEncoderConfig(kind="pretrained", name_or_path="bert-base-uncased"))
     presets = {
         "mosi": paper,
@@ -151,6 +177,21 @@ def lnln_preset(name: str) -> LNLNConfig:
     if name not in presets:
         raise ValueError(f"unknown LNLN preset {name!r}; expected one of {sorted(presets)}")
     return presets[name]
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), so that CPU autocast can pay off."""
+    cpu = getattr(torch, "cpu", None)
+    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
+    return any(bool(f()) for f in checks if f is not None)
+
+
+def trim_to_valid(fields: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every (B, L, ...) tensor of ``fields`` cut to the longest valid length of ``mask`` (B, L) (at least 1):
+    the positions cut are masked in every row, so attention over the rest computes the same values."""
+    L = mask.shape[1]
+    n = max(1, int((mask.bool().any(0) * torch.arange(1, L + 1, device=mask.device)).max()))  # one host sync
+    return fields if n == L else {k: v[:, :n] for k, v in fields.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -276,7 +317,7 @@ class DMML(nn.Module):
             attn_a.append(w_a)
             attn_v.append(w_v)
         fused = self.fusion(hyper, states[-1])  # (B, 1 + T, d): source = hyper-modality, target = language
-        pred = self.head(fused[:, 1:].mean(1)).squeeze(-1)  # (B,)
+        pred = fp32_head(self.head, fused[:, 1:].mean(1)).squeeze(-1)  # (B,) fp32 also under autocast
         return pred, torch.stack(attn_a, 1), torch.stack(attn_v, 1)  # (B,), (B, depth+1, T, T) x 2
 
 
@@ -293,8 +334,12 @@ class LNLN(nn.Module):
 
     def __init__(self, cfg: LNLNConfig, spec: DataSpec):
         super().__init__()
+        if cfg.trim_padding and not cfg.mask_attention:
+            raise ValueError("LNLN: trim_padding needs mask_attention (unmasked attention attends to the padding, "
+                             "so cutting it changes the result); set trim_padding false")
         self.cfg, self.spec = cfg, spec
         self.introspect = False
+        self._warned_bf16 = False  # cpu_bf16 on a CPU without native bf16: warned once
         self.text_encoder = TextEncoder(cfg.text, spec.text_dim)
         self.embed_text = UnimodalEmbedding(self.text_encoder.out_dim, spec.text_len, cfg)
         self.embed_audio = UnimodalEmbedding(spec.audio_dim, spec.audio_len, cfg)
@@ -311,6 +356,12 @@ class LNLN(nn.Module):
                 PlainTransformer(cfg.dim, cfg.n_tokens, cfg.rec_depth, cfg.heads, cfg.dim_head, cfg.mlp_dim,
                                  cfg.dropout) for _ in range(3))
         self.dmml = DMML(cfg)
+        bert = self.text_encoder.bert
+        if cfg.checkpoint_text and bert is not None:  # transformers recomputes each layer in the backward pass
+            if hasattr(bert, "activation_checkpointing_enable"):  # the name since transformers 5.x
+                bert.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                bert.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         with torch.no_grad():  # the authors initialise every positional embedding with torch.randn
             for name, p in self.named_parameters():
                 if not name.startswith("text_encoder.") and name.rsplit(".", 1)[-1] in ("pos", "pos_source", "pos_target"):
@@ -327,28 +378,64 @@ class LNLN(nn.Module):
 
     # -- embeddings ------------------------------------------------------------------------------------------
 
+    def embed_modality(self, name: str, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Summary tokens (R, T, d) of one modality from its fields ``x`` (those of ``MODALITY_FIELDS[name]``, R rows)."""
+        mask_key = MODALITY_FIELDS[name][-1]
+        if self.cfg.trim_padding:
+            x = trim_to_valid(x, x[mask_key])  # (R, L', ...) with L' = the longest valid length
+        # mask_attention=False (the authors'): the summary Transformer attends to every position, zeroed frames included
+        attn_mask = x[mask_key] if self.cfg.mask_attention else None
+        if name == "text":
+            text = self.text_encoder(x["text_ids"], x["text_mask"], x["text_segment"], x["text_feat"])  # (R, Lt, H)
+            return self.embed_text(text, None if attn_mask is None else attn_mask.bool())  # padding masked, [UNK] visible
+        # audio / vision: (R, L, D_m); padded and dropped frames masked (unless mask_attention=False)
+        return (self.embed_audio if name == "audio" else self.embed_vision)(x[name], attn_mask)
+
     def embed(self, text_ids, text_mask, text_segment, text_feat, audio, audio_mask, vision, vision_mask):
         """Unimodal embeddings (h_l, h_a, h_v), each (B, T, d)."""
-        text = self.text_encoder(text_ids, text_mask, text_segment, text_feat)  # (B, Lt, H)
-        if not self.cfg.mask_attention:  # the authors': every position is attended, zeroed frames included
-            text_mask = audio_mask = vision_mask = None
-        h_l = self.embed_text(text, None if text_mask is None else text_mask.bool())  # (B, T, d): padding masked
-        h_a = self.embed_audio(audio, audio_mask)  # (B, T, d): padded and dropped frames masked
-        h_v = self.embed_vision(vision, vision_mask)  # (B, T, d)
+        h_l = self.embed_modality("text", dict(text_ids=text_ids, text_segment=text_segment, text_feat=text_feat,
+                                               text_mask=text_mask))  # (B, T, d)
+        h_a = self.embed_modality("audio", dict(audio=audio, audio_mask=audio_mask))  # (B, T, d)
+        h_v = self.embed_modality("vision", dict(vision=vision, vision_mask=vision_mask))  # (B, T, d)
         return h_l, h_a, h_v
 
     def embed_batch(self, batch: Batch):
         return self.embed(**{k: getattr(batch, k) for k in INPUT_FIELDS})
 
     def embed_pair(self, batch: Batch, complete: Batch):
-        """Embeddings of the incomplete and the complete input in ONE batched pass: two triples of (B, T, d)."""
+        """Embeddings of the incomplete and the complete input in ONE batched pass: two triples of (B, T, d).
+
+        With ``share_unchanged``, a modality's complete row enters the pass only where it differs from the
+        incomplete row (K of the B rows); elsewhere the incomplete row's tokens serve both roles."""
         B = len(batch)
-        joint = self.embed(**{k: torch.cat([getattr(batch, k), getattr(complete, k)]) for k in INPUT_FIELDS})
-        return tuple(h[:B] for h in joint), tuple(h[B:] for h in joint)  # (2B, T, d) -> 2 x (B, T, d)
+        if not self.cfg.share_unchanged:
+            joint = self.embed(**{k: torch.cat([getattr(batch, k), getattr(complete, k)]) for k in INPUT_FIELDS})
+            return tuple(h[:B] for h in joint), tuple(h[B:] for h in joint)  # (2B, T, d) -> 2 x (B, T, d)
+        inc, com = [], []
+        for m, keys in MODALITY_FIELDS.items():
+            changed = torch.stack([(getattr(batch, k) != getattr(complete, k)).flatten(1).any(1) for k in keys]).any(0)
+            idx = changed.nonzero().squeeze(1)  # (K,) rows whose complete input differs
+            h = self.embed_modality(m, {k: torch.cat([getattr(batch, k), getattr(complete, k)[idx]]) for k in keys})
+            inc.append(h[:B])  # (B + K, T, d) -> (B, T, d)
+            com.append(h[:B].index_copy(0, idx, h[B:]))  # (B, T, d): the K differing rows replaced
+        return tuple(inc), tuple(com)
 
     # -- forward ---------------------------------------------------------------------------------------------
 
     def forward(self, batch: Batch) -> ModelOutput:
+        if not (self.cfg.cpu_bf16 and batch.labels.device.type == "cpu"):
+            return self.compute(batch)
+        if not cpu_has_native_bf16():
+            if not self._warned_bf16:
+                log.warning("LNLN cpu_bf16: this CPU has no native bf16 (AVX512-BF16 / AMX); running in fp32")
+                self._warned_bf16 = True
+            return self.compute(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.compute(batch)
+        return ModelOutput(out.pred.float(), {k: v.float() for k, v in out.losses.items()}, out.extras)
+
+    def compute(self, batch: Batch) -> ModelOutput:
+        """The forward pass proper (``forward`` adds the optional CPU bf16 autocast around it)."""
         cfg = self.cfg
         B = len(batch)
         with_complete = batch.complete is not None and self.needs_complete and (self.training or self.introspect)
@@ -373,7 +460,7 @@ class LNLN(nn.Module):
             if self.use_adversarial and with_complete:
                 h_adv = mix(h_p_rev) if cfg.grl_only_discriminator else h_d  # the same values as h_d
                 logits = self.discriminator(torch.cat([h_adv, c_l]))  # (2B, T, 2): corrected, then complete
-                labels = torch.cat([torch.ones(B, cfg.n_tokens), torch.zeros(B, cfg.n_tokens)]).long().to(h_d.device)
+                labels = (torch.arange(2 * B, device=h_d.device) < B).long()[:, None].expand(-1, cfg.n_tokens)  # (2B, T)
                 losses["adversarial"] = cfg.beta * F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
                 correct = (logits.argmax(-1) == labels).float().mean(1)  # (2B,)
                 extras["disc_acc"] = ((correct[:B] + correct[B:]) / 2).detach()  # (B,)

@@ -126,7 +126,7 @@ from torch import nn
 
 from ..data.mmsa import Batch, DataSpec
 from ..missing import MODES
-from .common import ModelOutput, Stage, sentiment_loss
+from .common import ModelOutput, Stage, fp32_head, sentiment_loss
 from .layers import TransformerLayer, masked_mean
 from .text import TextEncoder, TextEncoderConfig
 
@@ -491,7 +491,7 @@ class ProMMA(nn.Module):
         # 4. concatenation, residual MLP block, linear head
         z = torch.cat(pooled, -1)  # (B, 6d)
         z = z + self.fusion(z)  # (B, 6d)
-        return self.out(z).squeeze(-1), aux  # (B,)
+        return fp32_head(self.out, z).squeeze(-1), aux  # (B,) fp32 also under autocast
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch) -> ModelOutput:

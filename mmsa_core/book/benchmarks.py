@@ -1,0 +1,159 @@
+"""The benchmark figures of the performance appendix (chapter 10), read from the JSON files that the scripts in
+``benchmarks/`` print. The figures measured for the book ship with the package, in :data:`BENCHMARK_RESULTS`
+(``mmsa_core/reference/benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import PACKAGE
+
+# the committed benchmark files (package data), e.g. `python benchmarks/bench_sweep.py > <this folder>/sweep-cpu.json`
+BENCHMARK_RESULTS = PACKAGE / "reference" / "benchmarks"
+
+
+def benchmark_files(folder: str | Path | None = None) -> list[tuple[str, dict]]:
+    """(file name, parsed JSON) of every benchmark file in ``folder`` (default :data:`BENCHMARK_RESULTS`, the
+    figures measured for the book), as the scripts in ``benchmarks/`` print them."""
+    folder = Path(folder).expanduser() if folder is not None else BENCHMARK_RESULTS
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no benchmark JSON files (run the scripts in benchmarks/, see the README)")
+    return [(f.name, json.loads(f.read_text())) for f in files]
+
+
+def benchmark_table(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """One row per timed step of :func:`benchmark_files`: the median and spread (inter-quartile range) over the
+    repeated steps, samples/s, peak memory and where it ran. Every figure is read from the files."""
+    rows = []
+
+    def add(f, r, what, t, per_s, mem):
+        rows.append({"file": f, "step": what, "median s": t["median_s"], "IQR s": t.get("iqr_s"),
+                     "repeats": t.get("repeats"), "samples/s": per_s, "peak memory (MB)": mem,
+                     "device": r.get("device"), "threads": r.get("threads"), "torch": r.get("torch")})
+
+    for f, r in files:
+        kind = r.get("benchmark")
+        if kind == "lnln_step":
+            for v in ("ours", "ours-compiled", "straightforward"):
+                if v in r:
+                    enc = r.get("encoder", "bert-base")
+                    add(f, r, f"LNLN train, {v} ({enc})", r[v]["train_step"], r[v]["train_samples_per_s"], r[v]["peak_memory_mb"])
+                    add(f, r, f"LNLN eval, {v} ({enc})", r[v]["eval_step"], r[v]["eval_samples_per_s"], r[v]["peak_memory_mb"])
+        elif kind == "promma_train_step":
+            tag = f"{r['model']}, attention dropout {r.get('attn_dropout', 'preset')}"
+            add(f, r, f"ProMMA train, batched ({tag})", r["batched"], r["batched"]["samples_per_s"], r["batched"]["peak_memory_mb"])
+            add(f, r, f"ProMMA train, per-sample loop ({tag})", r["loop"], r["loop"]["samples_per_s"], r["loop"]["peak_memory_mb"])
+            if "eval" in r:
+                add(f, r, f"ProMMA eval, batched ({tag})", r["eval"], r["eval"]["samples_per_s"], None)
+        elif kind == "sweep":
+            add(f, r, f"sweep of {r['settings']} settings ({r['model']}, protocol {r['protocol']})", r["sweep"],
+                r["samples_per_s"], r["peak_memory_mb"])
+        elif kind == "data":
+            add(f, r, f"epoch of corrupted batches ({r['shape']} shapes)", r["epoch_of_corrupted_batches"],
+                r["samples_per_s"], r["peak_memory_mb"])
+        else:
+            raise ValueError(f"{f}: unknown benchmark {kind!r}")
+    df = pd.DataFrame(rows).set_index(["file", "step"])
+    for c, d in (("median s", 3), ("IQR s", 3), ("samples/s", 1), ("peak memory (MB)", 0)):
+        df[c] = pd.to_numeric(df[c]).round(d)
+    return df
+
+
+def speedups(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """The ratios the performance targets name, from :func:`benchmark_files`: LNLN ours vs straightforward (train
+    and eval step) and ProMMA batched vs per-sample loop (train step)."""
+    rows = []
+    for f, r in files:
+        if r.get("benchmark") == "lnln_step":
+            enc = f" ({r['encoder']} text encoder)"
+            for key, what, target in (("speedup_train", "train step: straightforward / ours", 2.0),
+                                      ("speedup_eval", "eval step: straightforward / ours", None),
+                                      ("speedup_train_compiled", "train step: straightforward / ours under torch.compile", 2.0),
+                                      ("speedup_eval_compiled", "eval step: straightforward / ours under torch.compile", None)):
+                if key in r:  # the target is set at the papers' sizes: BERT-base
+                    rows.append({"file": f, "ratio": f"LNLN {what}{enc}", "measured": r[key],
+                                 "target": target if r["encoder"] == "bert-base" else None})
+        elif r.get("benchmark") == "promma_train_step":
+            rows.append({"file": f, "ratio": f"ProMMA train step: loop / batched (attention dropout {r.get('attn_dropout', 'preset')})",
+                         "measured": r["speedup_batched_vs_loop"], "target": 10.0})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df["measured"] = df["measured"].round(2)
+        df["met"] = [None if pd.isna(t) else bool(m >= t) for m, t in zip(df["measured"], df["target"])]
+    return df
+
+
+# ------------------------------------------------------------------- LNLN against the authors' protocol
+# key -> what the ratio is; its target, if any, is the file's own ("targets", set by bench_lnln.py). Memory and
+# time ratios are ceilings (lower is better), the others floors.
+RATIOS = {
+    "speedup_train_vs_authors": "training epoch, samples/s: ours / authors' protocol",
+    "speedup_eval_vs_authors": "evaluation of the test split, samples/s: ours / authors' protocol",
+    "memory_ratio_vs_authors": "peak memory: ours / authors' protocol",
+    "memory_ratio_vs_authors_ckpt": "peak memory: ours with text-encoder checkpointing / authors' protocol",
+    "speedup_train_vs_straightforward": "training epoch, samples/s: ours / straightforward",
+    "speedup_eval_vs_straightforward": "evaluation, samples/s: ours / straightforward",
+    "memory_ratio_vs_straightforward": "peak memory: ours / straightforward",
+    "step_speedup_train_vs_authors": "training step (random batch of MOSI shapes): ours / authors' protocol",
+    "step_speedup_eval_vs_authors": "evaluation step (random batch of MOSI shapes): ours / authors' protocol",
+    "time_ratio_ckpt_vs_ours": "training time: with text-encoder checkpointing / without",
+    "speedup_train_vs_authors_bf16": "training epoch: ours in CPU bf16 / authors' protocol",
+    "speedup_train_vs_authors_compiled": "training epoch: ours under torch.compile / authors' protocol",
+    "eval_vs_train_per_sample": "ours: evaluation samples/s / training samples/s",
+}
+
+
+def is_ceiling(key: str) -> bool:
+    return key.startswith(("memory_ratio", "time_ratio"))
+
+
+def lnln_ratios(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """One row per ratio of every ``bench_lnln.py`` file that measured the authors' protocol: the value, its
+    target (a floor for speed-ups, a ceiling for memory), whether it is met, and whether it was extrapolated."""
+    rows = []
+    for f, r in files:
+        if r.get("benchmark") != "lnln_step" or r.get("speedup_train_vs_authors") is None:
+            continue
+        for key, what in RATIOS.items():
+            if r.get(key) is None:
+                continue
+            target, ceiling = r.get("targets", {}).get(key), is_ceiling(key)
+            met = None if target is None else bool(r[key] <= target if ceiling else r[key] >= target)
+            rows.append({"file": f, "ratio": what, "key": key, "measured": round(float(r[key]), 3),
+                         "target": None if target is None else ("at most " if ceiling else "at least ") + f"{target:g}",
+                         "met": met, "quick (extrapolated)": bool(r.get("quick")), "encoder": r.get("encoder")})
+    return pd.DataFrame(rows, columns=["file", "ratio", "key", "measured", "target", "met", "quick (extrapolated)",
+                                       "encoder"])
+
+
+def lnln_epochs(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """Per file and variant: one training epoch and one evaluation of the test split (samples/s, seconds), and the
+    variant's peak memory."""
+    rows = []
+    for f, r in files:
+        if r.get("benchmark") != "lnln_step":
+            continue
+        for v in r.get("variants", []):
+            e = r[v].get("epoch")
+            if e is None:
+                continue
+            rows.append({"file": f, "variant": v, "train samples/s": e["train"]["samples_per_s"],
+                         "train epoch s": e["train"]["epoch_s"], "eval samples/s": e["eval"]["samples_per_s"],
+                         "eval of test split s": e["eval"]["epoch_s"], "peak memory (MB)": r[v]["peak_memory_mb"],
+                         "batches timed": f"{e['train']['batches_timed']}/{e['train']['batches_per_epoch']}",
+                         "extrapolated": e["train"]["extrapolated"], "device": r.get("device")})
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        for c, d in (("train samples/s", 2), ("train epoch s", 0), ("eval samples/s", 1), ("eval of test split s", 0),
+                     ("peak memory (MB)", 0)):
+            df[c] = pd.to_numeric(df[c]).round(d)
+        df = df.set_index(["file", "variant"])
+    return df
+
+
+__all__ = ["lnln_epochs", "lnln_ratios", "BENCHMARK_RESULTS", "benchmark_files", "benchmark_table", "speedups"]

@@ -1,0 +1,166 @@
+"""The reference grid (chapters 8 and 9): the records, histories and provenance that ``python -m mmsa_core
+reproduce`` wrote, read back as the chapters show them, and one cell of the grid re-trained live.
+
+The grid of the embedded default ships with the package, in :data:`REFERENCE_GRID`
+(``mmsa_core/reference/synth-small/``): the chapters read the same files from a checkout, a pip install or Colab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import PACKAGE, preserved_rng, read_json
+from .tables import PERCENT_PREFIXES, acc2_name, at_rates, headline_metrics, percent_rounded
+
+# The committed grids of the embedded testbed, one per variant (records.csv, histories.csv, provenance.json and
+# mechanisms.json: package data). Each is written by `python -m mmsa_core reproduce --set train.threads=1
+# --set data.synth_variant=<variant> --out mmsa_core/reference/synth-small-<variant>` (and `mechanisms`); the
+# cells' runs/ folder that this leaves beside them stays out of git and out of the wheel.
+REFERENCE_GRIDS = {v: PACKAGE / "reference" / f"synth-small-{v}" for v in ("redundant", "complementary")}
+REFERENCE_GRID = REFERENCE_GRIDS["redundant"]  # the default variant's
+
+
+# -------------------------------------------------------------------------- reading a grid (chapters 8 and 9)
+def _language(ref) -> str:
+    """``"zh"`` for a CH-SIMS grid (its own metrics), else ``"en"``."""
+    return "zh" if str(ref.records["dataset"].iloc[0]) == "sims" else "en"
+
+
+@dataclass
+class Reference:
+    """A results folder of the ``reproduce`` grid: its records, per-epoch histories and provenance."""
+
+    dir: Path
+    records: pd.DataFrame
+    histories: pd.DataFrame
+    provenance: dict
+
+
+def reference_dir(results: str | Path | None = None) -> Path:
+    """A results folder; a testbed variant's name (``"redundant"``, ``"complementary"``) for its committed grid
+    (:data:`REFERENCE_GRIDS`); None for the default variant's, :data:`REFERENCE_GRID`."""
+    if results is None:
+        return REFERENCE_GRID
+    if str(results) in REFERENCE_GRIDS:
+        return REFERENCE_GRIDS[str(results)]
+    return Path(results).expanduser()
+
+
+def reference(results: str | Path | None = None) -> Reference:
+    """Load a grid's ``records.csv`` (validated), ``histories.csv`` and ``provenance.json``; a missing folder
+    gets one error that says which command writes it."""
+    from ..records import load_histories, load_records
+
+    d = reference_dir(results)
+    if not (d / "records.csv").is_file():
+        raise FileNotFoundError(f"{d / 'records.csv'} not found: run the grid first, e.g. "
+                                f"`python -m mmsa_core reproduce --out {d}` (add --data PICKLE for real data)")
+    prov = read_json(d / "provenance.json") if (d / "provenance.json").is_file() else {}
+    return Reference(d, load_records(d / "records.csv"), load_histories(d), prov)
+
+
+def grid_summary(ref: Reference) -> pd.DataFrame:
+    """One row per model of the grid: cells, training protocols, seeds, selected epochs and training time
+    (from the provenance), and where the cells ran (commit, device, torch)."""
+    cells = pd.DataFrame([{"cell": k, **{f: v.get(f) for f in ("commit", "device", "torch", "wall_s", "best_epoch")},
+                           "model": v["config"]["model"], "protocol": v["config"]["train"]["protocol"],
+                           "seed": v["config"]["train"]["seed"]} for k, v in ref.provenance.get("cells", {}).items()])
+    if cells.empty:
+        raise ValueError(f"{ref.dir / 'provenance.json'}: no cells")
+    join = lambda s: ", ".join(map(str, dict.fromkeys(s)))  # noqa: E731
+    rows = []
+    for model, g in cells.groupby("model", sort=False):
+        rows.append({"model": model, "cells": len(g), "trained under": join(sorted(g.protocol)),
+                     "seeds": join(sorted(g.seed)),
+                     "selected epoch (min-max)": f"{int(g.best_epoch.min())}-{int(g.best_epoch.max())}",
+                     "training + sweeps (s, all cells)": round(float(g.wall_s.sum())),
+                     "commit": join(g.commit), "device": join(g.device), "torch": join(g.torch)})
+    return pd.DataFrame(rows).set_index("model")
+
+
+def reference_acc2(ref: Reference) -> str:
+    """The binary accuracy a table of ``ref`` shows: ``Acc-2`` for CH-SIMS, ``Acc-2 non-0`` for the others."""
+    return acc2_name(_language(ref))
+
+
+# ------------------------------------------------------------------------------------- what the chapters show
+def robustness_curves(ref: Reference, protocol: str = "A", metrics=("MAE",)) -> pd.DataFrame:
+    """Tidy rows (model, level, value, std, metric) for :func:`mmsa_core.viz.curve`: each metric at every level of
+    ``protocol`` for the models trained under it, mean and std over seeds (accuracy in %)."""
+    trained_here = ref.records[ref.records.train_protocol == protocol]
+    return pd.concat([at_rates(trained_here, m, protocol) for m in metrics], ignore_index=True)
+
+
+def mode_means(ref: Reference, metric: str = "MAE", train_protocol: str = "B") -> pd.DataFrame:
+    """Tidy rows (model, mode, value): ``metric`` under each protocol-B missing mode, mean over seeds."""
+    from ..results import mode_table
+
+    wide = mode_table(ref.records, metric, train_protocols=[train_protocol], numeric=True)
+    wide = wide.droplevel("train_protocol")
+    return wide.reset_index().melt(id_vars="model", var_name="mode", value_name="value")
+
+
+def optimism(ref: Reference, metrics=("MAE",)) -> pd.DataFrame:
+    """How much better the best test epoch looks than the epoch selected on validation, per run type
+    ("model (protocol)") and metric, mean over seeds; accuracy and F1 in percentage points."""
+    from ..results import selection_gap
+
+    gap = selection_gap(ref.histories, metrics=list(metrics))
+    pct = gap.metric.str.startswith(PERCENT_PREFIXES)
+    gap["optimism"] = gap.optimism.where(~pct, gap.optimism * 100)
+    gap["run"] = gap.model + " (" + gap.train_protocol + ")"
+    mean = gap.groupby(["run", "metric"], sort=False).optimism.mean().unstack("metric")
+    return mean[list(metrics)].reset_index()
+
+
+def mechanisms(results: str | Path | None = None) -> dict:
+    """The grid's ``mechanisms.json`` (:mod:`mmsa_core.mechanisms`): ``results`` as for :func:`reference_dir`."""
+    from ..mechanisms import read
+
+    return read(reference_dir(results) / "mechanisms.json")
+
+
+def mechanism_table(key: str, names: dict[str, str] | None = None, variants=("redundant", "complementary"),
+                    digits: int = 3) -> pd.DataFrame:
+    """One mechanism's numbers (key of mechanisms.json) on each variant, as "mean ± std" over its seeds; rows the
+    numbers (``names``: which, and how to label them; default all), columns the variants."""
+    cols = {}
+    for v in variants:
+        e = mechanisms(v)[key]
+        keys = list(names) if names else sorted(e["mean"])
+        cols[f"{v} ({len(e['seeds'])} seeds)"] = {
+            (names or {}).get(k, k): f"{e['mean'][k]:.{digits}f} ± {e['std'][k]:.{digits}f}" for k in keys}
+    df = pd.DataFrame(cols)
+    df.index.name = key
+    return df
+
+
+def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed: int = 1111,
+              metrics: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Re-train one cell of the grid now, with the configuration recorded for it, and compare it with its
+    committed records. Returns a table (rows "committed" and "re-run now": each metric averaged over the ten
+    test levels of the training protocol, rounded as the tables are) and a summary of the record-by-record
+    comparison (the differences, if any, and the largest one)."""
+    import tempfile
+
+    from ..reproduce import compare_records, rerun_cell
+
+    with tempfile.TemporaryDirectory(prefix="mmsa-live-") as tmp, preserved_rng():
+        new, old = rerun_cell(ref.dir, model, protocol, seed, out_dir=tmp)
+    rows = {}
+    for label, df in (("committed", old), ("re-run now", new)):
+        d = df[(df.protocol == protocol) & (df.setting == "rate")]
+        rows[label] = d.groupby("metric", sort=False).value.mean()
+    tab = pd.DataFrame(rows).T[metrics or headline_metrics(_language(ref))]
+    tab.index.name = f"{model}, trained under {protocol}, seed {seed}"
+    differences = compare_records(new, old, ignore=("commit", "device"))  # exact, record by record
+    gap = (new.value - old.value).abs().max() if len(new) == len(old) else float("nan")
+    summary = {"records": len(old), "differences": differences or "none", "largest difference": float(gap)}
+    return percent_rounded(tab), summary
+
+
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+           "reference_dir", "robustness_curves"]

@@ -1,0 +1,233 @@
+"""Every mechanism measured against the testbed's truth, written to ``results/<set>/mechanisms.json``.
+
+**ours**: neither paper measures its modules against a ground truth; only a generated dataset has one. Each key of
+the file holds one mechanism's numbers on one variant of the testbed, per seed and as mean and std over seeds:
+
+- ``lnln_dmc``: LNLN's dominant modality correction. Does the completeness score w track the TRUE text corruption
+  (Spearman over the test samples under protocol A's training draw, and its mean at r = 0, 0.5, 0.9)? Does the
+  proxy language feature, made from audio and vision alone, carry the TRUE text sentiment (test R^2 of a ridge
+  probe fitted on train), compared with what audio and vision make recoverable at all (the mean predictability of
+  the text content, from the truth) and with the complete language feature?
+- ``lnln_reconstructor``: with one modality missing (protocol B), the reconstructor's error on each sample
+  against that modality's TRUE predictability from the other two (Spearman: negative when the reconstructor does
+  best where the truth says reconstruction is possible), and its mean error against the incomplete tokens as is.
+- ``mme``, ``mpd``, ``dpw``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`).
+
+The trained models are the reference grid's own cells (``<results>/runs/<model>-<protocol>-<seed>``): a cell that
+the grid has finished is loaded, one that it has not is trained there first, with the grid's configuration.
+Command line: ``python -m mmsa_core mechanisms --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import missing
+from .data import synth
+from .data.mmsa import MMSADataset
+
+log = logging.getLogger(__name__)
+
+KEYS = ("mme", "mpd", "dpw", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+def spearman(x, y) -> float:
+    rx = np.argsort(np.argsort(np.asarray(x, float)))
+    ry = np.argsort(np.argsort(np.asarray(y, float)))
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def ridge_r2(x_train, y_train, x_test, y_test, lam: float = 1.0) -> float:
+    """Test R^2 of a ridge regression (with intercept) fitted on train."""
+    X = np.c_[x_train, np.ones(len(x_train))]
+    w = np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T @ y_train)
+    pred = np.c_[x_test, np.ones(len(x_test))] @ w
+    return float(1.0 - np.mean((pred - y_test) ** 2) / np.var(y_test))
+
+
+def entry(variant: str, per_seed: dict[int, dict]) -> dict:
+    """One key of mechanisms.json: the numbers per seed, and the mean and std over seeds of each number (nested
+    dicts are flattened to ``a.b`` names)."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+                out[f"{prefix}{k}"] = float(v)
+        return out
+
+    flats = {s: flat(v) for s, v in per_seed.items()}
+    names = sorted(set().union(*flats.values())) if flats else []
+    vals = {n: [f[n] for f in flats.values() if n in f] for n in names}
+    return {"variant": variant, "seeds": sorted(int(s) for s in per_seed),
+            "per_seed": {str(s): v for s, v in sorted(per_seed.items())},
+            "mean": {n: float(np.mean(v)) for n, v in vals.items()},
+            "std": {n: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for n, v in vals.items()}}
+
+
+def write(path, entries: dict[str, dict], meta: dict | None = None) -> Path:
+    """Merge ``entries`` (key -> :func:`entry`) into the JSON file at ``path`` (other keys are kept)."""
+    path = Path(path)
+    unknown = sorted(set(entries) - set(KEYS))
+    if unknown:
+        raise ValueError(f"mechanisms.json: unknown key(s) {unknown}; expected some of {list(KEYS)}")
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc.update(meta or {})
+    doc.update(entries)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no mechanisms file; write it with `python -m mmsa_core mechanisms`")
+    return json.loads(path.read_text())
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def _lnln_parts(model, data, plan, unk_id: int, batch_size: int = 256):
+    """Per sample: incomplete and complete embeddings (h_l, h_a, h_v), (c_l, c_a, c_v) of ``data`` under ``plan``."""
+    dev = _device(model)
+    model.eval()
+    inc, com = [[], [], []], [[], [], []]
+    for start in range(0, len(data), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        b = missing.apply(data.take(idx).to(dev), plan.take(idx), unk_id)
+        for acc, emb in ((inc, model.embed_batch(b)), (com, model.embed_batch(b.complete))):
+            for i in range(3):
+                acc[i].append(emb[i].float())
+    return tuple(torch.cat(x) for x in inc), tuple(torch.cat(x) for x in com)
+
+
+# ----------------------------------------------------------------------------------------------- LNLN
+
+@torch.no_grad()
+def lnln_dmc(model, ds: MMSADataset, truth: dict) -> dict:
+    """LNLN's completeness check and proxy feature against the truth (see the module docstring)."""
+    unk = ds.spec.unk_id
+    test, train = ds["test"].data, ds["train"].data
+    out = {}
+    plan = missing.protocol_a(test, None, 0, 0, "test")  # the training distribution: every sample its own rate
+    (h_l, h_a, h_v), _ = _lnln_parts(model, test, plan, unk)
+    w = model.completeness(h_l).cpu().numpy()
+    out["spearman_w_vs_text_drop"] = spearman(w, plan.rates[:, 0].numpy())
+    for r in (0.0, 0.5, 0.9):
+        (h, _, _), _ = _lnln_parts(model, test, missing.protocol_a(test, r, 0, 0, "test"), unk)
+        out[f"w_at_r{r}"] = float(model.completeness(h).mean())
+    # the proxy from COMPLETE audio and vision: what the generator makes of them, probed for the text sentiment
+    feats = {}
+    for split, data in (("train", train), ("test", test)):
+        none = missing.protocol_a(data, 0.0, 0, 0, split)
+        _, (c_l, c_a, c_v) = _lnln_parts(model, data, none, unk)
+        feats[split] = {"proxy": model.proxy(c_a, c_v).mean(1).cpu().numpy(), "language": c_l.mean(1).cpu().numpy()}
+    y_tr, y_te = truth["train"]["content_text"], truth["test"]["content_text"]
+    out["proxy_text_sentiment_r2"] = ridge_r2(feats["train"]["proxy"], y_tr, feats["test"]["proxy"], y_te)
+    out["language_text_sentiment_r2"] = ridge_r2(feats["train"]["language"], y_tr, feats["test"]["language"], y_te)
+    out["recoverable_text_sentiment_r2"] = float(truth["test"]["predictability_text"].mean())
+    # does the correction bring the incomplete language closer to the complete one? (r = 0.7, all three corrupted)
+    plan = missing.protocol_a(test, 0.7, 0, 0, "test")
+    (h_l, h_a, h_v), (c_l, _, _) = _lnln_parts(model, test, plan, unk)
+    w = model.completeness(h_l)[:, None, None]
+    h_d = w * h_l + (1 - w) * model.proxy(h_a, h_v)
+    norm = c_l.pow(2).sum((1, 2))
+    out["h_l_to_c_l_at_r0.7"] = float(((h_l - c_l).pow(2).sum((1, 2)) / norm).mean())
+    out["h_d_to_c_l_at_r0.7"] = float(((h_d - c_l).pow(2).sum((1, 2)) / norm).mean())
+    return out
+
+
+@torch.no_grad()
+def lnln_reconstructor(model, ds: MMSADataset, truth: dict) -> dict:
+    """The reconstructor's per-sample error on a missing modality against its true predictability."""
+    test = ds["test"].data
+    out = {}
+    for i, m in enumerate(synth.MODALITIES):
+        mode = 1 + i  # protocol B: only modality i missing
+        inc, com = _lnln_parts(model, test, missing.protocol_b(test, mode=mode), ds.spec.unk_id)
+        rec = model.reconstructor[i](inc[i])
+        err = (rec - com[i]).pow(2).mean((1, 2)).cpu().numpy()
+        as_is = (inc[i] - com[i]).pow(2).mean((1, 2)).cpu().numpy()
+        pred = truth["test"][f"predictability_{m}"]
+        out[m] = {"error": float(err.mean()), "error_as_is": float(as_is.mean()),
+                  "spearman_error_vs_predictability": spearman(err, pred),
+                  "error_useful": float(err[pred >= 0.5].mean()) if (pred >= 0.5).any() else float("nan"),
+                  "error_not_useful": float(err[pred < 0.5].mean()) if (pred < 0.5).any() else float("nan")}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- runs
+
+def grid_run(results_dir, model: str, protocol: str, seed: int, variant: str, shape: str = "small"):
+    """(model, dataset) of the reference grid's cell, trained there first if the grid has not finished it."""
+    from .experiment import load_checkpoint, load_dataset, run
+    from .reproduce import Cell, cell_config
+
+    cell = Cell(model, protocol, seed)
+    cfg, _ = cell_config(cell, "synth", overrides={"data": {"synth_variant": variant, "synth_shape": shape}},
+                         out=results_dir)
+    ds = load_dataset(cfg.data)
+    folder = Path(cfg.train.out_dir)
+    if not (folder / "results.csv").is_file():
+        log.info("training %s for the mechanisms (the grid has not run it yet)", cell.name)
+        run(cfg, ds)
+    m, _ = load_checkpoint(folder / "best.pt", ds.spec)
+    return m, ds
+
+
+def measure_lnln(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small") -> dict[str, dict]:
+    per = {"lnln_dmc": {}, "lnln_reconstructor": {}}
+    truth = None
+    for s in seeds:
+        model, ds = grid_run(results_dir, "lnln", "A", s, variant, shape)
+        if truth is None:
+            _, truth = synth.truth(synth.ensure(shape, 0, variant))
+        per["lnln_dmc"][s] = lnln_dmc(model, ds, truth)
+        per["lnln_reconstructor"][s] = lnln_reconstructor(model, ds, truth)
+    return {k: entry(variant, v) for k, v in per.items()}
+
+
+def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small", only=None) -> Path:
+    """Measure every mechanism on one variant and write ``<results_dir>/mechanisms.json``."""
+    entries = {}
+    if only is None or "lnln" in only:
+        entries.update(measure_lnln(results_dir, variant, seeds, shape))
+    if only is None or "promma" in only:
+        try:
+            from . import mechanisms_promma
+        except ImportError:
+            mechanisms_promma = None
+        if mechanisms_promma is not None:
+            entries.update(mechanisms_promma.measure(results_dir, variant, seeds, shape))
+    meta = {"dataset": synth.dataset_name(shape, variant), "variant": variant, "generator_version": synth.VERSION}
+    return write(Path(results_dir) / "mechanisms.json", entries, meta)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--variant", default=synth.DEFAULT_VARIANT, choices=sorted(synth.VARIANTS),
+                   help="the testbed's variant (its grid and file: results/synth-small-<variant>/)")
+    p.add_argument("--results", help="the grid's folder (default: results/synth-<shape>-<variant>)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
+    p.add_argument("--shape", default="small", choices=sorted(synth.SHAPES))
+    p.add_argument("--only", nargs="+", choices=["lnln", "promma"], help="measure only these methods' mechanisms")
+
+
+def cli(a) -> None:
+    results = Path(a.results) if a.results else Path("results") / synth.dataset_name(a.shape, a.variant)
+    path = measure(results, a.variant, tuple(a.seeds), a.shape, a.only)
+    print(f"wrote {path}")
