@@ -84,9 +84,10 @@ def all_sum(values: dict) -> dict[str, float]:
     """Sum a dict of numbers (floats or 0-d tensors, e.g. loss sums kept on the device) over ranks; every rank
     gets the totals as floats. The ranks' keys may differ (a loss term no batch of a rank had): the union is
     summed, a missing key counting 0. With one process, the dict's values as floats."""
-    keys = sorted(set().union(*all_gather(sorted(values)))) if world_size() > 1 else sorted(values)
+    keys = sorted(set().union(*all_gather(sorted(values)))) if world_size() > 1 else sorted(values)  # one order
     if not keys:
         return {}
+    order = list(values) + [k for k in keys if k not in values]  # the result keeps the caller's key order
     values = {k: values.get(k, 0.0) for k in keys}
     dev = next((v.device for v in values.values() if isinstance(v, torch.Tensor)), torch.device("cpu"))
     if world_size() > 1 and dist.get_backend() == "nccl":
@@ -94,7 +95,8 @@ def all_sum(values: dict) -> dict[str, float]:
     t = torch.stack([torch.as_tensor(values[k], dtype=torch.float64, device=dev).reshape(()) for k in keys])
     if world_size() > 1:
         dist.all_reduce(t)
-    return dict(zip(keys, t.cpu().tolist()))  # one transfer for all the keys
+    total = dict(zip(keys, t.cpu().tolist()))  # one transfer for all the keys
+    return {k: total[k] for k in order}
 
 
 def all_gather(obj) -> list:

@@ -1,6 +1,6 @@
-"""The committed reference grid of the embedded default (``mmsa_core/reference/synth-small``, package data, written
-by ``python -m mmsa_core reproduce --set train.threads=1 --out mmsa_core/reference/synth-small``): complete,
-consistent, and reproducible.
+"""The committed reference grids of the embedded testbed, one per variant (``mmsa_core/reference/synth-small-<variant>``,
+package data, written by ``python -m mmsa_core reproduce --set train.threads=1 --set data.synth_variant=<variant>
+--out mmsa_core/reference/synth-small-<variant>``): complete, consistent, and reproducible.
 
 ``test_a_committed_cell_reproduces`` re-trains one cell (the late-fusion baseline, protocol A, seed 1111: the
 fastest) with the configuration recorded in ``provenance.json`` and compares every record with the committed one:
@@ -22,29 +22,43 @@ import torch
 
 from mmsa_core import reproduce
 from mmsa_core import results as R
-from mmsa_core.book import REFERENCE_GRID
+from mmsa_core.book import REFERENCE_GRID, REFERENCE_GRIDS
 from mmsa_core.missing import MODE_NAMES, RATES
 from mmsa_core.utils import cpu_model
 
 REF = REFERENCE_GRID
 MODELS = ("lnln", "almt", "promma", "mplmm", "baseline")
+ORACLE = "oracle"  # the testbed's Bayes-optimal row: not trained, seed 0, the same numbers for both training protocols
 SEEDS = (1111, 1112, 1113)
 ACROSS_MACHINES_ATOL = 0.02
 
 
-@pytest.fixture(scope="module")
-def records() -> pd.DataFrame:
-    return R.load_records(REF / "records.csv")  # validated: columns, no duplicate cell, no NaN where not allowed
+@pytest.fixture(scope="module", params=sorted(REFERENCE_GRIDS))
+def variant(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def provenance() -> dict:
-    return json.loads((REF / "provenance.json").read_text())
+def records(variant) -> pd.DataFrame:
+    return R.load_records(REFERENCE_GRIDS[variant] / "records.csv")  # validated: columns, no duplicate cell, no NaN
 
 
-def test_the_grid_is_complete(records, provenance):
-    cells = {(m, p, s) for m, p, s in records[["model", "train_protocol", "seed"]].drop_duplicates().itertuples(index=False)}
+@pytest.fixture(scope="module")
+def provenance(variant) -> dict:
+    return json.loads((REFERENCE_GRIDS[variant] / "provenance.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(records) -> pd.DataFrame:
+    return records[records.model != ORACLE]
+
+
+def test_the_grid_is_complete(trained, records, provenance, variant):
+    cells = {(m, p, s) for m, p, s in trained[["model", "train_protocol", "seed"]].drop_duplicates().itertuples(index=False)}
     assert cells == {(m, p, s) for m in MODELS for p in "AB" for s in SEEDS}
+    orc = records[records.model == ORACLE]
+    assert set(orc.train_protocol) == {"A", "B"} and set(orc.seed) == {0}
+    records = trained
     assert set(provenance["cells"]) == {f"{m}-{p}-{s}" for m, p, s in cells}
     per_cell = records.groupby(["model", "train_protocol", "seed"]).size()
     assert (per_cell == per_cell.iloc[0]).all()
@@ -53,10 +67,11 @@ def test_the_grid_is_complete(records, provenance):
         levels = sorted(one[(one.protocol == proto) & (one.setting == "rate")].level.round(1).unique())
         assert levels == pytest.approx(list(RATES))
     assert set(one[one.setting == "mode"]["mode"]) == set(MODE_NAMES)
-    assert set(records.dataset) == {"synth-small"}
+    assert set(records.dataset) == {f"synth-small-{variant}"}
 
 
-def test_provenance_names_what_ran(records, provenance):
+def test_provenance_names_what_ran(trained, provenance):
+    records = trained
     for name, p in provenance["cells"].items():
         for k in ("commit", "config_hash", "dataset_fingerprint", "device", "torch", "wall_s", "config"):
             assert p.get(k) not in (None, ""), (name, k)
@@ -67,8 +82,8 @@ def test_provenance_names_what_ran(records, provenance):
         assert list(h) == [provenance["cells"][f"{m}-{tp}-{s}"]["config_hash"]]
 
 
-def test_histories_hold_every_run(provenance):
-    h = R.load_histories(REF)
+def test_histories_hold_every_run(provenance, variant):
+    h = R.load_histories(REFERENCE_GRIDS[variant])
     assert set(h.cell) == set(provenance["cells"])
     gap = R.selection_gap(h, metrics=["MAE"])
     assert len(gap) == len(provenance["cells"]) and (gap.optimism >= 0).all()  # the best test epoch is never worse
@@ -76,12 +91,15 @@ def test_histories_hold_every_run(provenance):
 
 def test_tables_build_from_the_committed_grid(records):
     t = R.paper_table(records)
-    assert len(t) == len(MODELS) * 2 and not t.isna().any().any()
-    assert R.mode_table(records, "MAE", train_protocols=["B"]).shape == (len(MODELS), 7)
+    assert len(t) == (len(MODELS) + 1) * 2 and not t.isna().any().any()  # + the oracle's rows
+    assert R.mode_table(records, "MAE", train_protocols=["B"]).shape == (len(MODELS) + 1, 7)
+    gap = R.oracle_gap_table(records, numeric=True)
+    assert len(gap) == len(MODELS) * 2 and (gap > 0).all().all()  # no trained model beats the Bayes-optimal oracle
 
 
 @pytest.mark.slow
-def test_a_committed_cell_reproduces(tmp_path, provenance, restore_torch_globals):
+def test_a_committed_cell_reproduces(tmp_path, restore_torch_globals):
+    provenance = json.loads((REF / "provenance.json").read_text())
     cell = provenance["cells"]["baseline-A-1111"]
     new, old = reproduce.rerun_cell(REF, "baseline", "A", 1111, out_dir=tmp_path / "rerun")
     assert len(new) == len(old) > 0
@@ -98,12 +116,12 @@ def test_a_committed_cell_reproduces(tmp_path, provenance, restore_torch_globals
           f"{len(new)} records")
 
 
-def test_book_views_of_the_grid(records):
+def test_book_views_of_the_grid(records, variant):
     """What chapters 8-9 draw is the grid itself: mode bars are the mode table's means, the curves the per-rate
     means under the training protocol, the optimism the selection gap in accuracy points."""
     from mmsa_core import book
 
-    ref = book.reference(REF)
+    ref = book.reference(variant)
     bars = book.mode_means(ref, "MAE").set_index(["model", "mode"])["value"]
     one = records[(records.model == "lnln") & (records.train_protocol == "B") & (records.setting == "mode")
                   & (records["mode"] == "{l}") & (records.metric == "MAE")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .runs import PACKAGE, preserved_rng, read_json
@@ -116,6 +117,33 @@ def optimism(ref: Reference, metrics=("MAE",)) -> pd.DataFrame:
     return mean[list(metrics)].reset_index()
 
 
+def grid_findings(ref: Reference, metric: str = "MAE") -> pd.DataFrame:
+    """What the prose of chapters 8-9 rests on, computed from the grid rather than typed: per training protocol,
+    ``metric`` averaged over that protocol's ten levels (mean over seeds) for the best and the worst trained model,
+    the spread between them, the median seed-to-seed std, the oracle's value and the best model's gap to it."""
+    from ..results import paper_table
+
+    mean = paper_table(ref.records, [metric], numeric=True)[metric]
+    std = paper_table(ref.records, [metric])[metric]
+    rows = {}
+    for proto in sorted(set(mean.index.get_level_values("train_protocol"))):
+        m = mean.xs(proto, level="train_protocol")
+        trained = m.drop("oracle", errors="ignore")
+        lower = metric == "MAE"
+        best, worst = (trained.idxmin(), trained.idxmax()) if lower else (trained.idxmax(), trained.idxmin())
+        spreads = [float(s.split("± ")[1]) for s in std.xs(proto, level="train_protocol").drop("oracle", errors="ignore")
+                   if "± " in str(s)]
+        row = {"best model": best, f"best {metric}": trained[best], "worst model": worst, f"worst {metric}": trained[worst],
+               "best − worst": trained[best] - trained[worst],
+               "median seed std": float(np.median(spreads)) if spreads else float("nan")}
+        if "oracle" in m.index:
+            row[f"oracle {metric}"] = m["oracle"]
+            row["best − oracle"] = trained[best] - m["oracle"]
+        rows[f"trained and tested under {proto}"] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    return df.round({c: 3 for c in df.columns if df[c].dtype.kind == "f"})
+
+
 def mechanisms(results: str | Path | None = None) -> dict:
     """The grid's ``mechanisms.json`` (:mod:`mmsa_core.mechanisms`): ``results`` as for :func:`reference_dir`."""
     from ..mechanisms import read
@@ -162,5 +190,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "grid_findings", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]

@@ -19,7 +19,7 @@ def fp32_head(head: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``head(x)`` in fp32, also under autocast: predictions keep fp32 resolution (bf16 has steps of 0.0156 for
     |y| >= 2), so a mixed-precision run can be compared with an fp32 one at a stated tolerance. A no-op in fp32."""
     with torch.autocast(x.device.type, enabled=False):
-        return head(x.float())
+        return head(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)  # fp64 stays fp64
 
 
 def sentiment_loss(pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
