@@ -176,6 +176,7 @@ def main(argv=None) -> int:
 
     for name, mod, hlp in (("reproduce", "reproduce", "run (or finish) the grid models x protocols x seeds and collect its records"),
                            ("tables", "results", "the book's tables (markdown or HTML) from a results folder"),
+                           ("walk", "walk", "from the authors' protocol to ours, one practice at a time (LNLN, MPLMM)"),
                            ("mechanisms", "mechanisms", "measure every mechanism against the testbed's truth into "
                                                         "results/<set>/mechanisms.json")):
         m = importlib.import_module(f".{mod}", __package__)

@@ -99,6 +99,25 @@ class TrainConfig:
     deterministic: bool = True
     progress: bool = True
     out_dir: str = "runs/default"
+    # -- the authors' practices, one switch each (defaults = ours; mmsa_core/practices.py says what each one does) --
+    schedule: str = "warmup_cosine"  # per optimiser step; "lnln_authors": per epoch, epoch 1 at lr 0; "plateau": MPLMM
+    train_corruption: str = "fresh"  # a new draw per epoch; "frozen": the LNLN authors' (one draw for every epoch)
+    nested_test_masks: bool = False  # True: one seed for every test rate (the LNLN authors'), so masks nest
+    shuffle: bool = True  # False: training batches in file order (MPLMM)
+    valid_redraw: bool = False  # True: a new validation corruption every epoch (MPLMM draws modes per item)
+    select_split: str = "valid"  # "test": select checkpoints on the TEST split (the LNLN authors'; a defect)
+    select_per_metric: bool = False  # True: one checkpoint per metric group (the LNLN authors'), not one for all
+    f1_swapped: bool = False  # also record F1 called as f1_score(pred, truth) (both authors' code), labelled
+    report_split: str = "test"  # "valid": report the validation split (MPLMM prints validation metrics; a defect)
+
+
+# the values each practice switch may take (the first is ours); mmsa_core/practices.py implements them
+PRACTICE_CHOICES = {"schedule": ("warmup_cosine", "lnln_authors", "plateau"), "train_corruption": ("fresh", "frozen"),
+                    "select_split": ("valid", "test"), "report_split": ("test", "valid")}
+# TrainConfig fields that leave a run's config hash unchanged at their default (added after the grid was run)
+HASH_NEUTRAL = {"schedule": "warmup_cosine", "train_corruption": "fresh", "nested_test_masks": False, "shuffle": True,
+                "valid_redraw": False, "select_split": "valid", "select_per_metric": False, "f1_swapped": False,
+                "report_split": "test"}
 
 
 @dataclass
@@ -273,9 +292,13 @@ def check_run_config(cfg: "RunConfig", where: str = "config") -> None:
         _check(w + k, getattr(t, k), "int", 0)
     if t.protocol not in ("A", "B"):
         _fail(w + "protocol", "'A' or 'B'", t.protocol)
-    for k in ("amp", "compile", "deterministic", "progress", "track_test"):
+    for k in ("amp", "compile", "deterministic", "progress", "track_test", "group_by_length",
+              "nested_test_masks", "shuffle", "valid_redraw", "select_per_metric", "f1_swapped"):
         if not isinstance(getattr(t, k), bool):
             _fail(w + k, "true or false", getattr(t, k))
+    for k, allowed in PRACTICE_CHOICES.items():
+        if getattr(t, k) not in allowed:
+            _fail(w + k, f"one of {list(allowed)}", getattr(t, k))
     if not isinstance(t.out_dir, str) or not t.out_dir.strip():
         _fail(w + "out_dir", "a folder name", t.out_dir)
     if not isinstance(t.device, str):
@@ -344,6 +367,9 @@ def check_model_config(mcfg, where: str) -> None:
         if isinstance(vals.get(width), int) and isinstance(vals.get(heads), int) and vals[heads] > 0 \
                 and vals[width] % vals[heads]:
             raise ConfigError(f"{where}.{width}: expected a multiple of {heads} = {vals[heads]}, got {vals[width]}")
+    if vals.get("trim_padding") is True and vals.get("mask_attention") is False:  # LNLN: unmasked, padding counts
+        raise ConfigError(f"{where}.trim_padding: expected false with mask_attention false (unmasked attention "
+                          "attends to the padding, so cutting it changes the result), got true")
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -353,6 +379,9 @@ def config_hash(cfg: RunConfig) -> str:
         d["train"].pop(k, None)
     for k in ("track_test", "group_by_length"):  # off (the default) leaves the hashes of existing runs unchanged
         if not d["train"].get(k):
+            d["train"].pop(k, None)
+    for k, default in HASH_NEUTRAL.items():  # the authors' practices at our defaults: likewise
+        if d["train"].get(k, default) == default:
             d["train"].pop(k, None)
     if d["data"].get("family") is None:  # likewise data.family unset (decided from the data)
         d["data"].pop("family", None)

@@ -110,11 +110,13 @@ def predict(model, data: Batch, plan: missing.MissingPlan | None, unk_id: int, b
 
 
 def evaluate(model, data: Batch, spec: DataSpec, protocol: str | None, level: float | None, seed: int, split: str,
-             mode: int | None = None, batch_size: int = 256, amp: bool | torch.dtype = True) -> dict[str, float]:
-    """Metrics on ``data`` after corruption by ``protocol`` at ``level`` (or protocol-B ``mode``)."""
-    plan = None if protocol is None else missing.draw(protocol, data, level, seed, 0, split, mode=mode)
+             mode: int | None = None, batch_size: int = 256, amp: bool | torch.dtype = True, nested: bool = False,
+             f1_swapped: bool = False) -> dict[str, float]:
+    """Metrics on ``data`` after corruption by ``protocol`` at ``level`` (or protocol-B ``mode``); ``nested``:
+    protocol-A masks nested across rates, ``f1_swapped``: also the swapped-argument F1 (the authors' practices)."""
+    plan = None if protocol is None else missing.draw(protocol, data, level, seed, 0, split, mode=mode, nested=nested)
     pred = predict(model, data, plan, spec.unk_id, batch_size, amp)
-    return metrics.compute(pred.numpy(), data.labels.cpu().numpy(), spec.language)
+    return metrics.compute(pred.numpy(), data.labels.cpu().numpy(), spec.language, f1_swapped)
 
 
 def _same_plan(a: missing.MissingPlan, b: missing.MissingPlan) -> bool:
@@ -123,7 +125,8 @@ def _same_plan(a: missing.MissingPlan, b: missing.MissingPlan) -> bool:
 
 @torch.no_grad()
 def sweep(model, data: Batch, spec: DataSpec, protocol: str | tuple[str, ...], seed: int, split: str = "test",
-          rates=missing.RATES, modes: bool | None = None, batch_size: int = 256, amp: bool | torch.dtype = True) -> list[dict]:
+          rates=missing.RATES, modes: bool | None = None, batch_size: int = 256, amp: bool | torch.dtype = True,
+          nested: bool = False, f1_swapped: bool = False) -> list[dict]:
     """Tidy records (protocol, setting, level, mode, metric, value) at every rate, and for protocol B
     (or ``modes=True``) at each of the 7 fixed missing modes; ``protocol`` may name several ("A", "B"), whose
     records come in that order. The data stay on the device throughout. Each distinct corruption is predicted
@@ -131,7 +134,8 @@ def sweep(model, data: Batch, spec: DataSpec, protocol: str | tuple[str, ...], s
     distinct text input."""
     settings = []  # (protocol, setting, level, mode index or None, plan)
     for proto in (protocol,) if isinstance(protocol, str) else protocol:
-        settings += [(proto, "rate", float(r), None, missing.draw(proto, data, r, seed, 0, split)) for r in rates]
+        settings += [(proto, "rate", float(r), None, missing.draw(proto, data, r, seed, 0, split, nested=nested))
+                     for r in rates]
         if modes if modes is not None else proto == "B":
             settings += [(proto, "mode", float("nan"), m, missing.draw("B", data, None, seed, 0, split, mode=m))
                          for m in range(len(missing.MODES))]
@@ -151,7 +155,7 @@ def sweep(model, data: Batch, spec: DataSpec, protocol: str | tuple[str, ...], s
         if group:
             out = _predict_plans(model, data, [distinct[k] for k in group], spec.unk_id, batch_size, amp, False, reuse)
             preds.update(zip(group, out))
-    scores = {k: metrics.compute(p.numpy(), y, spec.language) for k, p in preds.items()}
+    scores = {k: metrics.compute(p.numpy(), y, spec.language, f1_swapped) for k, p in preds.items()}
     records = []
     for (proto, setting, level, mode, _), k in zip(settings, which):
         for name, v in scores[k].items():

@@ -21,6 +21,7 @@ from .config import (ConfigError, DataConfig, RunConfig, check_model_config, che
                      to_yaml)
 from .data import synth
 from .data.mmsa import DataError, DataSpec, MMSADataset, load_mmsa
+from . import practices
 from .evaluate import amp_dtype, model_inputs, sweep
 from .models import build_model, get_model_class
 from .models.common import Stage
@@ -129,7 +130,7 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
     if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
         return pd.DataFrame()
     device = next(model.parameters()).device  # under torchrun, this rank's device
-    test = model_inputs(ds["test"].data, model, device)
+    test = model_inputs(ds[t.report_split].data, model, device)  # report_split="valid": MPLMM's printout (a defect)
     amp = amp_dtype(device, t.amp, t.amp_dtype)
     if len(stages) > 1:  # the last stage's selected checkpoint is the run's
         import shutil
@@ -138,7 +139,19 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
     # every model is tested under both protocols ("train_protocol" says how it was trained), in one sweep so that
     # the passes the two share (the complete input) run once; compiled for evaluation when train.compile says so
     net = res.eval_model or model
-    records = sweep(net, test, ds.spec, ("A", "B"), t.eval_seed, "test", batch_size=t.eval_batch_size, amp=amp)
+    kw = dict(batch_size=t.eval_batch_size, amp=amp, nested=t.nested_test_masks, f1_swapped=t.f1_swapped)
+
+    def both_protocols():
+        return sweep(net, test, ds.spec, ("A", "B"), t.eval_seed, t.report_split, **kw)
+
+    if t.select_per_metric:  # the LNLN authors': each metric group read from its own checkpoint
+        records = []
+        for key, rest in practices.groups(ds.spec.language).items():
+            ck = load_checkpoint_file(Path(st_out) / "best_by" / f"{practices.slug(key)}.pt", map_location=device)
+            model.load_state_dict(ck["model"])  # the compiled net (if any) shares these parameters
+            records += [{**r, "selected_epoch": ck["epoch"]} for r in both_protocols() if r["metric"] in (key, *rest)]
+    else:
+        records = [{**r, "selected_epoch": res.best_epoch} for r in both_protocols()]
     df = pd.DataFrame(records)
     prov = provenance(cfg, ds, device, wall_s=round(time.perf_counter() - t0, 2), best_epoch=res.best_epoch,
                       resumed_from=res.resumed_from)
@@ -146,7 +159,6 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
     df.insert(1, "dataset", ds.name)
     df.insert(2, "train_protocol", t.protocol)
     df.insert(3, "seed", t.seed)
-    df["selected_epoch"] = res.best_epoch
     for k in ("commit", "config_hash", "device"):
         df[k] = prov[k]
     df.to_csv(out / "results.csv", index=False)

@@ -80,6 +80,25 @@ def sims_metrics(pred, label) -> dict[str, float]:
     return out
 
 
-def compute(pred, label, language: str = "en") -> dict[str, float]:
-    """The metric set of the dataset: SIMS definitions for Chinese (``language='zh'``), MOSI otherwise."""
-    return sims_metrics(pred, label) if language == "zh" else mosi_metrics(pred, label)
+SWAPPED = " swapped"  # suffix of the F1 computed with the arguments swapped (see swapped_f1)
+
+
+def swapped_f1(pred, label, language: str = "en") -> dict[str, float]:
+    """Weighted F1 called as ``f1_score(pred, truth)``, the order in the LNLN authors' code until commit f07d9d2
+    (April 2025, after the paper) and in MPLMM's: the per-class F1 is the same, but the classes are weighted by
+    the PREDICTED counts. Named ``"<F1 name> swapped"`` (e.g. ``"F1 has-0 swapped"``)."""
+    p = np.asarray(pred, np.float64).reshape(-1)
+    y = np.asarray(label, np.float64).reshape(-1)
+    if language == "zh":
+        e = SIMS_BINS["Acc-2"]
+        return {"F1" + SWAPPED: weighted_f1(_bins(np.clip(p, -1, 1), e), _bins(np.clip(y, -1, 1), e))}
+    nz = y != 0
+    return {"F1 has-0" + SWAPPED: weighted_f1(p >= 0, y >= 0),
+            "F1 non-0" + SWAPPED: weighted_f1(p[nz] > 0, y[nz] > 0) if nz.any() else float("nan")}
+
+
+def compute(pred, label, language: str = "en", f1_swapped: bool = False) -> dict[str, float]:
+    """The metric set of the dataset: SIMS definitions for Chinese (``language='zh'``), MOSI otherwise; with
+    ``f1_swapped`` also :func:`swapped_f1`."""
+    out = sims_metrics(pred, label) if language == "zh" else mosi_metrics(pred, label)
+    return {**out, **swapped_f1(pred, label, language)} if f1_swapped else out

@@ -105,6 +105,40 @@ def protocol_a(data: Batch, rate: float | None, seed: int, epoch: int, split: st
     return _plan_from_drops(drops, cans_cpu, torch.ones(n, 3, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
 
 
+def _fixed_seed_uniforms(cans, seed: int, split: str) -> list[torch.Tensor]:
+    """One uniform per droppable position, the same for every epoch and rate: like the LNLN authors'
+    ``np.random.seed(seed)`` before each modality's draw, every modality reads the START of one stream."""
+    n = cans[0].shape[0]
+    flat = torch.rand(n * max(c.shape[1] for c in cans), generator=generator("A-fixed", seed, split))
+    return [flat[: n * c.shape[1]].view(n, c.shape[1]) for c in cans]
+
+
+def protocol_a_nested(data: Batch, rate: float, seed: int, split: str) -> MissingPlan:
+    """Protocol A at a fixed rate with ONE seed for every rate (the LNLN authors' test masks): a position is
+    dropped when its uniform is below r, so the dropped set at r is inside the dropped set at any r' > r."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"protocol A: missing rate must be in [0, 1], got {rate}")
+    cans = [c.cpu() for c in droppable(data)]
+    drops = [u < float(rate) for u in _fixed_seed_uniforms(cans, seed, split)]
+    n = len(data)
+    return _plan_from_drops(drops, cans, torch.ones(n, 3, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
+
+
+def protocol_a_frozen(data: Batch, seed: int, split: str = "train") -> MissingPlan:
+    """The LNLN authors' training corruption, which does not depend on the epoch: per sample and modality
+    r ~ U(0, 1), then r = 0 for exactly floor(N / 2) samples per modality (``random.sample``), and the masks from
+    the fixed-seed uniforms of :func:`protocol_a_nested` (their per-epoch redraw in ``__getitem__(0)`` runs in a
+    DataLoader worker and is lost; ours is frozen for the whole run, also in the batches that worker serves)."""
+    g = generator("A-frozen-rates", seed, split)
+    n = len(data)
+    r = torch.rand(n, 3, generator=g)
+    for i in range(3):
+        r[torch.randperm(n, generator=g)[: n // 2], i] = 0.0
+    cans = [c.cpu() for c in droppable(data)]
+    drops = [u < r[:, i : i + 1] for i, u in enumerate(_fixed_seed_uniforms(cans, seed, split))]
+    return _plan_from_drops(drops, cans, torch.ones(n, 3, dtype=torch.bool), torch.zeros(n, dtype=torch.long))
+
+
 def protocol_b(data: Batch, eta: float | None = None, seed: int = 0, epoch: int = 0, split: str = "test",
                mode: int | None = None) -> MissingPlan:
     """Protocol B: a sample is incomplete with probability ``eta``, then one of the 6 incomplete modes
@@ -127,9 +161,16 @@ def protocol_b(data: Batch, eta: float | None = None, seed: int = 0, epoch: int 
     return _plan_from_drops(drops, cans, present, modes)
 
 
-def draw(protocol: str, data: Batch, level: float | None, seed: int, epoch: int, split: str, mode: int | None = None) -> MissingPlan:
-    """One entry point for both protocols: ``level`` is r for A and eta for B (None = training draw for A)."""
+def draw(protocol: str, data: Batch, level: float | None, seed: int, epoch: int, split: str, mode: int | None = None,
+         nested: bool = False, frozen: bool = False) -> MissingPlan:
+    """One entry point for both protocols: ``level`` is r for A and eta for B (None = training draw for A).
+    Protocol A only: ``nested`` gives :func:`protocol_a_nested` at a fixed rate, ``frozen`` gives
+    :func:`protocol_a_frozen` for the training draw (the LNLN authors' practices)."""
     if protocol == "A":
+        if frozen and level is None:
+            return protocol_a_frozen(data, seed, split)
+        if nested and level is not None:
+            return protocol_a_nested(data, level, seed, split)
         return protocol_a(data, level, seed, epoch, split)
     if protocol == "B":
         return protocol_b(data, 0.7 if level is None else level, seed, epoch, split, mode=mode)

@@ -29,8 +29,9 @@ REQUIRED_COLUMNS = ("model", "dataset", "train_protocol", "seed", "protocol", "s
 PROVENANCE_COLUMNS = ("selected_epoch", "commit", "config_hash", "device")  # written by experiment.run
 KEY = ("model", "train_protocol", "seed", "protocol", "setting", "level", "mode", "metric")
 # metrics that are NaN by definition in a legitimate case (no sample with a non-zero label)
-MAY_BE_NAN = frozenset({"Acc-2 non-0", "F1 non-0"})
-MODEL_ORDER = ("lnln", "almt", "promma", "mplmm", "baseline", "oracle")  # oracle: the testbed's Bayes-optimal row
+MAY_BE_NAN = frozenset({"Acc-2 non-0", "F1 non-0", "F1 non-0 swapped"})
+# the authors'-protocol rows (lnln_authors, mplmm_authors; chapter 11) next to ours; oracle: the testbed's Bayes-optimal row
+MODEL_ORDER = ("lnln", "lnln_authors", "almt", "promma", "mplmm", "mplmm_authors", "baseline", "oracle")
 # the files of a finished cell of a grid
 CELL_FILES = ("results.csv", "history.csv", "provenance.json")
 

@@ -16,6 +16,10 @@ dataset; ``mosi`` / ``mosei`` / ``sims`` for real data, inferred from the file's
 also holds the per-epoch TEST score at the selection level (never used for selection): the book compares
 "selected on validation" with the authors' "best test epoch" (:func:`mmsa_core.results.selection_gap_table`).
 
+``--authors`` (or ``--models lnln_authors mplmm_authors``) adds LNLN and MPLMM run with their authors' protocols
+(presets ``lnln_authors_<preset>.yaml``, ``mplmm_authors_<preset>.yaml``), each under its own training protocol
+only (A for LNLN, B for MPLMM): :data:`AUTHORS_PROTOCOL`.
+
 Command line: ``python -m mmsa_core reproduce --help``.
 """
 
@@ -38,6 +42,8 @@ from .records import CELL_FILES, cell_histories, finished_cells, read_csv, valid
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("lnln", "almt", "promma", "mplmm", "baseline")  # those registered are run, in this order
+# the authors'-protocol models (``--authors`` adds them): each is run under its own training protocol only
+AUTHORS_PROTOCOL = {"lnln_authors": "A", "mplmm_authors": "B"}
 DEFAULT_PROTOCOLS = ("A", "B")
 DEFAULT_SEEDS = (1111, 1112, 1113)
 PRESETS = ("default", "mosi", "mosei", "sims")
@@ -84,7 +90,7 @@ def grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS) -> list[
     bad = [p for p in protocols if p not in ("A", "B")]
     if bad:
         raise ConfigError(f"unknown protocol(s) {bad}; expected A and/or B")
-    return [Cell(m, p, int(s)) for m in models for p in protocols for s in seeds]
+    return [Cell(m, p, int(s)) for m in models for p in protocols if AUTHORS_PROTOCOL.get(m, p) == p for s in seeds]
 
 
 def infer_preset(data: str) -> str:
@@ -425,6 +431,9 @@ def _list(values, cast=str):
 def add_arguments(p) -> None:
     p.add_argument("--models", nargs="+", metavar="MODEL",
                    help=f"models to run (default: the registered ones of {list(DEFAULT_MODELS)})")
+    p.add_argument("--authors", action="store_true",
+                   help=f"also run {list(AUTHORS_PROTOCOL)}: LNLN and MPLMM with their authors' protocols, each under "
+                        "its own training protocol (rows marked as such in every table)")
     p.add_argument("--protocols", nargs="+", default=list(DEFAULT_PROTOCOLS), metavar="P", help="training protocols (default A B)")
     p.add_argument("--seeds", nargs="+", default=[str(s) for s in DEFAULT_SEEDS], metavar="SEED",
                    help="training seeds (default 1111 1112 1113)")
@@ -442,7 +451,10 @@ def add_arguments(p) -> None:
 
 
 def cli(a) -> None:
-    res = run_grid(models=_list(a.models) or None, protocols=_list(a.protocols), seeds=_list(a.seeds, int),
+    models = _list(a.models) or (default_models() if a.authors else None)
+    if a.authors:
+        models += [m for m in AUTHORS_PROTOCOL if m not in models]
+    res = run_grid(models=models, protocols=_list(a.protocols), seeds=_list(a.seeds, int),
                    data=a.data, preset=a.preset, epochs=a.epochs, overrides=a.set, out=a.out, name=a.name,
                    quiet=a.quiet, configs=a.configs)
     print(f"cells: {len(res.ran)} ran, {len(res.resumed)} resumed, {len(res.skipped)} already finished")

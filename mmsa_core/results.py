@@ -36,8 +36,12 @@ from .missing import MODE_NAMES
 from .records import (MODEL_ORDER, REQUIRED_COLUMNS, RecordsError, cell_histories, last_stage,  # noqa: F401
                       load_histories, load_records, records_file, validate)
 
-METRIC_ORDER = ("Acc-2 has-0", "F1 has-0", "Acc-2 non-0", "F1 non-0", "Acc-7", "Acc-5", "Acc-3", "Acc-2", "F1",
-                "MAE", "Corr")
+# rows run with their authors' protocol (presets <model>_<preset>.yaml; chapter 11): every table's caption says so
+AUTHORS_MODELS = {"lnln_authors": "LNLN with its authors' protocol (checkpoints chosen per metric on the TEST split: "
+                                  "a defect, shown to explain the paper's numbers)",
+                  "mplmm_authors": "MPLMM with its authors' code and protocol (selected on validation)"}
+METRIC_ORDER = ("Acc-2 has-0", "F1 has-0", "F1 has-0 swapped", "Acc-2 non-0", "F1 non-0", "F1 non-0 swapped", "Acc-7",
+                "Acc-5", "Acc-3", "Acc-2", "F1", "F1 swapped", "MAE", "Corr")
 LOWER_IS_BETTER = frozenset({"MAE"})
 ROW = ["model", "train_protocol"]
 REPORTED_LABEL = "reported (paper), real data"
@@ -93,6 +97,17 @@ def _sort_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[keys]
 
 
+def _mark_authors(t: pd.DataFrame) -> pd.DataFrame:
+    """Append to the caption what the authors'-protocol rows are, when the table has any."""
+    if isinstance(t.index, pd.MultiIndex) and t.index.names[0] == "model":
+        have = [m for m in AUTHORS_MODELS if m in set(t.index.get_level_values(0))]
+        if have:
+            notes = "; ".join(f"{m}: {AUTHORS_MODELS[m]}" for m in have)
+            t.attrs["caption"] = (t.attrs.get("caption", "") + f". Authors'-protocol rows: {notes}; "
+                                  "'F1 … swapped' is f1_score(pred, truth), the authors' argument order")
+    return t
+
+
 def seed_stats(per_seed: pd.DataFrame, by: list[str], ddof: int = 1) -> pd.DataFrame:
     """Mean, std (``ddof``) and number of seeds of ``value`` per group ``by`` (one value per seed)."""
     g = per_seed.groupby(by, sort=False, dropna=False)["value"]
@@ -109,11 +124,12 @@ def _pivot(stats: pd.DataFrame, index: list[str], columns: str, order: list, num
         mets = [metric_of] * len(st) if metric_of else list(st["metric"])
         st["cell"] = [format_mean_std(m, s, k) for m, s, k in zip(st["mean"], st["std"], mets)]
         t = st.pivot(index=index, columns=columns, values="cell")
+        t = t.where(t.notna(), "")  # a metric only some rows have (the authors' swapped F1): blank, not "nan"
     t = t.reindex(columns=[c for c in order if c in t.columns])
     t.columns.name = columns
     t = _sort_rows(t)
     t.attrs["caption"] = caption
-    return t
+    return _mark_authors(t)
 
 
 def _seed_note(df: pd.DataFrame) -> str:
@@ -223,7 +239,7 @@ def cross_protocol_table(df: pd.DataFrame, metrics=None, numeric: bool = False, 
     t.attrs["caption"] = (f"cross-protocol: each model tested under protocol A or B (mean over its 10 levels) when "
                           f"trained under the same protocol and under the other one; mean ± std over {_seed_note(df)}; "
                           "differences in percentage points for accuracy / F1")
-    return t
+    return _mark_authors(t)
 
 
 # -------------------------------------------------------------------------------- room left: the oracle
@@ -272,6 +288,7 @@ def selection_gap(histories: pd.DataFrame, metrics=None) -> pd.DataFrame:
         raise RecordsError("history has no test_<metric> columns: the runs were made without train.track_test=true "
                            "(the reproduce grid turns it on)")
     rows = []
+    histories = histories[~histories["model"].isin(list(AUTHORS_MODELS))]  # their own selection is the subject here
     for (model, tp, seed), h in histories.groupby(["model", "train_protocol", "seed"], sort=False):
         h = last_stage(h).sort_values("epoch")  # the stage whose checkpoint the run selected
         sel = int(h["selected_epoch"].iloc[0])

@@ -29,10 +29,11 @@ import torch
 from tqdm import tqdm
 
 from . import distributed as dist
-from . import missing, syncs
+from . import missing, practices, syncs
 from .config import TrainConfig
 from .data.mmsa import MMSADataset
 from .evaluate import amp_dtype, autocast, evaluate, model_inputs, predict
+from .practices import warmup_cosine  # noqa: F401  (kept importable from here)
 from .utils import CheckpointError, atomic_save, load_checkpoint_file, resolve_device
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,6 @@ def select_level(cfg: TrainConfig) -> float:
     if cfg.select_level is not None:
         return cfg.select_level
     return 0.5 if cfg.protocol == "A" else 0.7
-
-
-def warmup_cosine(total_steps: int, warmup_frac: float):
-    warm = max(1, int(round(total_steps * warmup_frac))) if warmup_frac > 0 else 0
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-    return f
 
 
 def group_by_length(order: torch.Tensor, data, batch_size: int, generator: torch.Generator,
@@ -137,6 +126,7 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     if a run with the same ``config_hash`` left one there (``restart``: ignore it and train from epoch 0). A
     ``last.pt`` that cannot be read stops the run with a :class:`CheckpointError` that offers ``--restart``.
     The caller holds the run folder's lock (:func:`mmsa_core.utils.run_folder_lock`)."""
+    practices.check(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = dist.init(resolve_device(cfg.device))  # under torchrun: this rank's GPU, process group started
@@ -145,11 +135,12 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     spec = dataset.spec
     train = model_inputs(dataset["train"].data, model, device)  # fields the model never reads stay on the host
     valid = model_inputs(dataset["valid"].data, model, device)
-    test = model_inputs(dataset["test"].data, model, device) if cfg.track_test else None  # cfg.track_test: history only
+    # cfg.track_test: history only; cfg.select_split == "test": the authors' (defective) selection on the test split
+    test = model_inputs(dataset["test"].data, model, device) if cfg.track_test or cfg.select_split == "test" else None
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_batches = math.ceil(len(train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.epochs * n_batches, cfg.warmup_frac))
+    sched = practices.schedule(opt, cfg, n_batches)  # cfg.schedule: ours per step, or the authors' (practices.py)
     amp = amp_dtype(device, cfg.amp, cfg.amp_dtype)  # None (fp32), bf16 or fp16
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     step_model = model
@@ -165,6 +156,7 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
 
     lower = select_metric in LOWER_IS_BETTER
     best_score, best_epoch, start, history, resumed = (math.inf if lower else -math.inf), -1, 0, [], None
+    picker = practices.Picker(spec.language, out) if cfg.select_per_metric else None  # one checkpoint per metric group
     last = out / "last.pt"
     if last.exists() and not restart:
         try:
@@ -195,6 +187,8 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
         _set_rng_state(ranks[dist.rank()] if dist.rank() < len(ranks) else ranks[0], device)
         best_score, best_epoch, history = ck["best_score"], ck["best_epoch"], ck["history"]
         start = resumed = ck["epoch"] + 1
+        if picker is not None:
+            picker = practices.Picker(spec.language, out, ck.get("picker"))
         log.info("resuming %s from epoch %d", out, start)
 
     t0 = time.perf_counter()
@@ -202,8 +196,10 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
     compile_pending = cfg.compile
     for epoch in range(start, cfg.epochs):
         model.train()
-        plan = missing.draw(cfg.protocol, train, cfg.train_level, cfg.seed, epoch, "train").to(device)  # once per epoch
-        order = torch.randperm(len(train), generator=missing.generator("order", cfg.seed, epoch)).to(device)
+        plan = missing.draw(cfg.protocol, train, cfg.train_level, cfg.seed, epoch, "train",  # once per epoch;
+                            frozen=cfg.train_corruption == "frozen").to(device)  # "frozen": the LNLN authors' (missing.py)
+        order = (torch.randperm(len(train), generator=missing.generator("order", cfg.seed, epoch)) if cfg.shuffle
+                 else torch.arange(len(train))).to(device)  # shuffle=False: file order (MPLMM)
         if cfg.group_by_length:
             order = group_by_length(order, train, cfg.batch_size, missing.generator("group", cfg.seed, epoch))
         sums: dict[str, torch.Tensor] = {}  # loss sums on the device (float64), read once per epoch
@@ -238,7 +234,7 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 scaler.step(opt)
                 scaler.update()
-                sched.step()
+                sched.after_batch()  # ours steps per batch; the authors' schedules per epoch (sched.after_epoch)
                 for k, v in res.losses.items():  # this rank's part; reduced below. float64 = Python's float sums
                     sums[k] = sums.get(k, 0.0) + v.detach().double() * n
                 loss = loss.detach()
@@ -249,17 +245,24 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
             raise FloatingPointError(f"epoch {epoch + 1}: loss is {float(bad_loss)} at batch {int(bad)}; lower the lr "
                                      "or check the data")
         sums = dist.all_sum(sums)
-        val = evaluate(eval_model, valid, spec, cfg.protocol, level, cfg.eval_seed, "valid",
-                       batch_size=cfg.eval_batch_size, amp=amp)
+        val_seed = missing.derive_seed(cfg.eval_seed, epoch) if cfg.valid_redraw else cfg.eval_seed  # MPLMM redraws
+        val = evaluate(eval_model, valid, spec, cfg.protocol, level, val_seed, "valid", batch_size=cfg.eval_batch_size,
+                       amp=amp, nested=cfg.nested_test_masks, f1_swapped=cfg.f1_swapped)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{f"train_{k}": v / len(train) for k, v in sums.items()},
                **{f"valid_{k}": v for k, v in val.items()}}
-        if test is not None:  # the authors' practice (best TEST epoch), recorded for comparison; never selects
+        if test is not None:  # the authors' practice (best TEST epoch): recorded; selects only if select_split="test"
             row.update({f"test_{k}": v for k, v in evaluate(eval_model, test, spec, cfg.protocol, level, cfg.eval_seed,
-                                                             "test", batch_size=cfg.eval_batch_size, amp=amp).items()})
+                                                             "test", batch_size=cfg.eval_batch_size, amp=amp,
+                                                             nested=cfg.nested_test_masks,
+                                                             f1_swapped=cfg.f1_swapped).items()})
         if dist.world_size() > 1:  # replicas must hold identical weights after every epoch
             row["ranks_in_sync"] = dist.all_close_across_ranks(torch.nn.utils.parameters_to_vector(model.parameters()))
         history.append(row)
-        score = val[select_metric]
+        scores = val if cfg.select_split == "valid" else {k[5:]: v for k, v in row.items() if k.startswith("test_")}
+        score = scores[select_metric]
+        if picker is not None:
+            picker.update(epoch, scores, model, save=main)
+        sched.after_epoch(val)
         if (score < best_score) if lower else (score > best_score):
             best_score, best_epoch = score, epoch
             if main:
@@ -269,11 +272,11 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
             atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "scaler": scaler.state_dict(), "rng": rng[0], "rng_ranks": rng, "epoch": epoch,
                          "best_score": best_score, "best_epoch": best_epoch, "history": history,
-                         "config_hash": config_hash}, last)
+                         "config_hash": config_hash, **({"picker": picker.state()} if picker is not None else {})}, last)
         dist.barrier()  # every rank sees the files rank 0 wrote before it goes on
         if cfg.progress and main:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train loss {sum(sums.values()) / len(train):.4f}  "
-                       f"valid {select_metric} {score:.4f}{'  *' if best_epoch == epoch else ''}")
+                       f"{cfg.select_split} {select_metric} {score:.4f}{'  *' if best_epoch == epoch else ''}")
     if best_epoch < 0:
         raise RuntimeError(f"{out}: no epoch was trained (epochs = {cfg.epochs})")
     best = load_checkpoint_file(out / "best.pt", device)

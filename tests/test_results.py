@@ -253,8 +253,12 @@ def test_track_test_off_keeps_existing_hashes():
 
     cfg = RunConfig()
     d = asdict(cfg)
-    for k in ("out_dir", "progress", "device", "eval_batch_size", "track_test"):
+    from mmsa_core.config import HASH_NEUTRAL
+
+    for k in ("out_dir", "progress", "device", "eval_batch_size", "amp_dtype", "track_test", "group_by_length",
+              *HASH_NEUTRAL):  # not part of the hash, or fields added later (neutral at their defaults)
         d["train"].pop(k)
+    d["data"].pop("family")  # unset (decided from the data): likewise
     assert config_hash(cfg) == stable_hash(d)
     cfg.train.track_test = True
     assert config_hash(cfg) != stable_hash(d)

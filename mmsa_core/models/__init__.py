@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..data.mmsa import DataSpec
 from .baseline import BaselineConfig, LateFusionBaseline
 from .common import ModelOutput
-from .lnln import ALMTConfig, LNLN, LNLNConfig
+from .lnln import ALMTConfig, LNLN, LNLNAuthorsConfig, LNLNConfig
+from .mplmm import MPLMMAuthors, MPLMMAuthorsConfig
 from .promma import MPLMMConfig, ProMMA, ProMMAConfig
 
 MODELS = {
@@ -14,6 +15,9 @@ MODELS = {
     "mplmm": (MPLMMConfig, ProMMA),
     "lnln": (LNLNConfig, LNLN),
     "almt": (ALMTConfig, LNLN),
+    # the authors' protocols (presets lnln_authors_* / mplmm_authors_*; chapter 11)
+    "lnln_authors": (LNLNAuthorsConfig, LNLN),
+    "mplmm_authors": (MPLMMAuthorsConfig, MPLMMAuthors),
 }
 
 

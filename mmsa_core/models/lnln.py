@@ -28,7 +28,8 @@ Where ours departs from the paper and the authors' code (what is learned is othe
   matmul + softmax (the tiny 8 x 8 hyper-modality attention stays explicit, so its weights can be shown).
 - Attention masks: padded and dropped audio/vision frames and padded text positions are excluded from attention
   (the authors attend to the zero vectors), so a missing frame cannot leak into the prediction. Dropped text
-  tokens are [UNK] and stay visible, as in the paper.
+  tokens are [UNK] and stay visible, as in the paper. ``mask_attention=False`` (model ``lnln_authors``) attends
+  to everything, as the authors do.
 - The completeness target is 1 minus the ACHIEVED text drop rate of the sample (``batch.rates``), not the drawn
   rate r; they differ by sampling noise on short sentences.
 - The warm-up + cosine learning-rate schedule is stepped per optimiser step, not per epoch (the shared trainer).
@@ -52,7 +53,8 @@ bit-identical, on in the paper presets; each computes the same function up to fl
 ``tests/test_lnln.py`` checks for predictions and gradients):
 
 - ``trim_padding``: each modality is cut to the longest valid length in the batch before its embedding (trailing
-  padding is masked everywhere, so nothing changes but the work; exact only with masked attention).
+  padding is masked everywhere, so nothing changes but the work; exact only with masked attention, so it is
+  refused with ``mask_attention=False``).
 - ``share_unchanged``: in the batched pass, a sample whose incomplete modality equals its complete one (about half
   of them under protocol A's training draw) is embedded once and used in both roles; the gradients of both uses
   add up on the one tensor, as they would over two passes.
@@ -129,12 +131,24 @@ class LNLNConfig:
     # generator is reversed too. True: only the discriminator's gradient is reversed (the paper's wording: the GRL
     # is part of the discriminator). The forward pass is the same.
     grl_only_discriminator: bool = True
+    # False (the authors' models/basic_layers.py): the unimodal Transformers attend to every position, padding and
+    # dropped (zeroed) frames included; True (ours): those are excluded. The text encoder masks padding either way.
+    # With False every padded position counts, so inputs must keep their full length: trim_padding must be off.
+    mask_attention: bool = True
     # speed levers (see the module docstring); none changes what is computed beyond float rounding
     trim_padding: bool = False  # cut each modality to the batch's longest valid length before embedding it
     share_unchanged: bool = False  # embed a complete row only where it differs from the incomplete one
     checkpoint_text: bool = False  # activation checkpointing of a BERT text encoder in training
     cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (fp32 elsewhere)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+
+
+@dataclass
+class LNLNAuthorsConfig(LNLNConfig):
+    """LNLN as the authors' code runs it: attention masks off (with ``lnln_authors_*`` presets for the rest of
+    the authors' protocol: see :mod:`mmsa_core.practices`)."""
+
+    mask_attention: bool = False
 
 
 @dataclass
@@ -320,6 +334,9 @@ class LNLN(nn.Module):
 
     def __init__(self, cfg: LNLNConfig, spec: DataSpec):
         super().__init__()
+        if cfg.trim_padding and not cfg.mask_attention:
+            raise ValueError("LNLN: trim_padding needs mask_attention (unmasked attention attends to the padding, "
+                             "so cutting it changes the result); set trim_padding false")
         self.cfg, self.spec = cfg, spec
         self.introspect = False
         self._warned_bf16 = False  # cpu_bf16 on a CPU without native bf16: warned once
@@ -366,11 +383,13 @@ class LNLN(nn.Module):
         mask_key = MODALITY_FIELDS[name][-1]
         if self.cfg.trim_padding:
             x = trim_to_valid(x, x[mask_key])  # (R, L', ...) with L' = the longest valid length
+        # mask_attention=False (the authors'): the summary Transformer attends to every position, zeroed frames included
+        attn_mask = x[mask_key] if self.cfg.mask_attention else None
         if name == "text":
             text = self.text_encoder(x["text_ids"], x["text_mask"], x["text_segment"], x["text_feat"])  # (R, Lt, H)
-            return self.embed_text(text, x["text_mask"].bool())  # padding masked, [UNK] tokens visible
-        # audio / vision: (R, L, D_m); padded and dropped frames masked
-        return (self.embed_audio if name == "audio" else self.embed_vision)(x[name], x[mask_key])
+            return self.embed_text(text, None if attn_mask is None else attn_mask.bool())  # padding masked, [UNK] visible
+        # audio / vision: (R, L, D_m); padded and dropped frames masked (unless mask_attention=False)
+        return (self.embed_audio if name == "audio" else self.embed_vision)(x[name], attn_mask)
 
     def embed(self, text_ids, text_mask, text_segment, text_feat, audio, audio_mask, vision, vision_mask):
         """Unimodal embeddings (h_l, h_a, h_v), each (B, T, d)."""
@@ -462,4 +481,4 @@ class LNLN(nn.Module):
         return ModelOutput(pred, losses, extras)
 
 
-__all__ = ["ALMTConfig", "LNLN", "LNLNConfig", "PAPER_SPECS", "lnln_preset"]
+__all__ = ["ALMTConfig", "LNLN", "LNLNAuthorsConfig", "LNLNConfig", "PAPER_SPECS", "lnln_preset"]
