@@ -97,7 +97,7 @@ def test_train_writes_results_history_provenance(runs, proto, synth_path):
     df = pd.read_csv(out / "results.csv")
     assert {"model", "dataset", "train_protocol", "seed", "protocol", "setting", "level", "mode", "metric", "value",
             "selected_epoch", "commit", "config_hash", "device"} <= set(df.columns)
-    assert (df.train_protocol == proto).all() and (df.model == "baseline").all() and (df.dataset == "synth-small").all()
+    assert (df.train_protocol == proto).all() and (df.model == "baseline").all() and (df.dataset == "synth-small-redundant").all()
     assert set(df.protocol) == {"A", "B"}  # every model is tested under both protocols
     for p in ("A", "B"):
         rates = df[(df.protocol == p) & (df.setting == "rate")]
