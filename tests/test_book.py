@@ -224,7 +224,7 @@ def test_every_call_of_a_chapter_is_in_the_book_package():
     in exactly one module of ``mmsa_core/book/``."""
     from mmsa_core import book
 
-    modules = [book.runs, book.tables, book.data, book.promma, book.lnln, book.grid, book.benchmarks]
+    modules = [book.runs, book.tables, book.data, book.promma, book.lnln, book.grid, book.benchmarks, book.testbed]
     homes: dict[str, list[str]] = {}
     for m in modules:
         for name in m.__all__:
