@@ -351,7 +351,8 @@ def run_grid(models=None, protocols=DEFAULT_PROTOCOLS, seeds=DEFAULT_SEEDS, data
 
 def compare_records(a: pd.DataFrame, b: pd.DataFrame, ignore=(), atol: float = 0.0) -> list[str]:
     """Differences between two record frames (empty list = identical), ignoring the columns ``ignore``;
-    ``value`` is compared within ``atol`` (0 = exactly; NaN equals NaN)."""
+    ``value`` is compared within ``atol`` (0 = exactly); NaN equals NaN in every column (the oracle's rows have no
+    selected epoch, commit or device)."""
     import numpy as np
 
     diffs = []
@@ -366,8 +367,11 @@ def compare_records(a: pd.DataFrame, b: pd.DataFrame, ignore=(), atol: float = 0
         if c in ("value", "level"):
             xv, yv = x.to_numpy(float), y.to_numpy(float)
             ok = (np.abs(xv - yv) <= atol) | (np.isnan(xv) & np.isnan(yv))
+        elif pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):  # 3 and 3.0 (a column with NaN)
+            xv, yv = x.to_numpy(float), y.to_numpy(float)
+            ok = (xv == yv) | (np.isnan(xv) & np.isnan(yv))
         else:
-            ok = (x.astype(str) == y.astype(str)).to_numpy()
+            ok = ((x.astype(str) == y.astype(str)) | (x.isna() & y.isna())).to_numpy()  # pandas 3 keeps NaN in astype(str)
         for i in np.flatnonzero(~ok)[:5]:
             diffs.append(f"row {i} ({a.loc[i, 'protocol']} {a.loc[i, 'setting']} {a.loc[i, 'level']} "
                          f"{a.loc[i, 'mode']} {a.loc[i, 'metric']}), column {c}: {x.iloc[i]!r} vs {y.iloc[i]!r}")
