@@ -418,6 +418,9 @@ def test_completeness_score_tracks_the_text_missing_rate(trained, synth_ds):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a finding of the testbed, not a defect: the trained LNLN leans on the audio "
+                   "as much as on the words (chapter 6); the testbed's own language dominance is held by "
+                   "tests/test_testbed.py through the oracle. strict: if this starts to pass, chapter 6 must change")
 def test_language_dominates(trained, synth_ds):
     """Acc-2 drops more when only the text is corrupted than when only the vision is (same rate)."""
     model, test, spec = trained["lnln"]["model"], synth_ds["test"].data, synth_ds.spec
@@ -458,6 +461,9 @@ def test_dropped_frames_cannot_leak(trained, synth_ds):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="a finding of the testbed, not a defect: the late-fusion baseline leads the grid "
+                   "(chapter 8; tests/test_reference.py holds it over 3 seeds). strict: if LNLN starts to win, the "
+                   "book's prose must change")
 def test_beats_the_baseline(trained):
     mae = {k: mean_over_rates(v["records"], "MAE") for k, v in trained.items()}
     print(f"\nmean test MAE over r = 0.0..0.9: LNLN {mae['lnln']:.4f}, baseline {mae['baseline']:.4f}")
