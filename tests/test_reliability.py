@@ -131,6 +131,7 @@ def test_planted_cached_embedded_pickle_does_not_run(tmp_path, monkeypatch):
     planted = synth.default_path("small", 0)
     planted.parent.mkdir(parents=True)
     planted.write_bytes(pickle.dumps({"train": _Payload(marker), "valid": {}, "test": {}}))
+    synth.truth_path(planted).write_bytes(b"")  # planted beside it too: ensure() regenerates a pickle without its truth
     with pytest.raises(DataError, match=r"(builtins|io)\.open is not allowed") as ei:
         load_dataset(DataConfig())
     assert str(planted) in str(ei.value) and not marker.exists()
