@@ -133,14 +133,18 @@ def posterior(rho: np.ndarray, obs: np.ndarray, var: np.ndarray):
     return mean, cov
 
 
+@lru_cache(maxsize=16)
 def label_weights(tb: Testbed) -> np.ndarray:
-    """kappa * w: the label's noise-free part is ``label_weights(tb) @ c``."""
+    """kappa * w: the label's noise-free part is ``label_weights(tb) @ c`` (computed once per testbed: a 200k-draw
+    Monte Carlo, the same numbers every time)."""
     w = np.asarray(tb.weights, float)
     rng = np.random.default_rng([12345, 3])  # a fixed Monte Carlo estimate of E[sqrt(rho_m rho_n)]
     rho = _redundancy(rng, 200_000, tb)
     corr = np.einsum("nm,nk->mk", np.sqrt(rho), np.sqrt(rho)) / len(rho)
     np.fill_diagonal(corr, 1.0)
-    return w * tb.label_std / np.sqrt(w @ corr @ w)
+    out = w * tb.label_std / np.sqrt(w @ corr @ w)
+    out.setflags(write=False)  # shared by every caller through the cache
+    return out
 
 
 def predictability(rho: np.ndarray, var: np.ndarray) -> np.ndarray:
