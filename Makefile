@@ -56,8 +56,9 @@ html: env
 
 test: env test-unit test-notebooks html test-nbval test-html
 
+# the unit tests in $(JOBS) processes, one test file per process at a time (a file's fixtures are built once)
 test-unit: env
-	$(PY) -m pytest tests -q -m "not book"
+	$(PY) -m pytest tests -q -m "not book" -n $(JOBS) --dist loadfile
 
 # every chapter end to end under papermill with its default parameters, as on Colab: the wheel installed into a
 # fresh virtualenv outside the checkout, the chapters run from an empty folder (executed copies in _build/executed)

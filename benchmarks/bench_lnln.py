@@ -18,7 +18,8 @@ Variants, each timed in its own child process (so that peak memory is per varian
   over EVERY position (padding and dropped frames included), fp32. Its predictions differ from ours by design
   (it attends to padding); BERT itself keeps its attention mask and its default attention kernel in every variant.
 - ``straightforward``: as ``authors`` but with masked attention (the same function as ours).
-- ``ours``: what the MOSI preset runs: batches grouped by length (``train.group_by_length``), each modality cut to
+- ``ours``: what the MOSI preset runs: training batches grouped by length and the test split evaluated in length
+  order (``train.group_by_length``), each modality cut to
   the batch's longest valid length (``trim_padding``), one batched embedding pass in which an unchanged complete row
   is embedded once (``share_unchanged``), ``scaled_dot_product_attention``.
 - ``ours-ckpt``: ours with activation checkpointing of the text encoder (``checkpoint_text``): memory for time.
@@ -251,7 +252,10 @@ def child(a) -> dict:
     chosen = pick(train_batches, k, lambda i: int(tlen[train_batches[i]].max()))
     epoch_train = timed_batches(lambda idx: train_step(missing.apply(train.take(idx), plan.take(idx.cpu()), spec.unk_id)),
                                 train_batches, chosen, len(train), device)
-    test_batches = list(torch.arange(len(test), device=device).split(a.eval_batch))  # predict()'s order
+    # predict()'s order: the split's own, or sorted by length where the variant groups (train.group_by_length)
+    test_order = torch.sort(test.length_key(), stable=True).indices if VARIANTS[a.variant][3] \
+        else torch.arange(len(test), device=device)
+    test_batches = list(test_order.split(a.eval_batch))
     elen = test.text_mask.sum(1)
     chosen = pick(test_batches, 2 if a.quick else None, lambda i: int(elen[test_batches[i]].max()))
     epoch_eval = timed_batches(lambda idx: eval_step(test_batch(idx)), test_batches, chosen, len(test), device)

@@ -91,7 +91,7 @@ class TrainConfig:
     train_level: float | None = None  # A: None = per-sample random rates; B: eta (default 0.7)
     select_level: float | None = None  # validation corruption for model selection (default 0.5 for A, 0.7 for B)
     track_test: bool = False  # also score the TEST split each epoch at select_level (history only, never selects)
-    group_by_length: bool = False  # batches of samples of similar length (train.group_by_length; seeded per epoch)
+    group_by_length: bool = False  # batches of samples of similar length (seeded per epoch); evaluation sorted by length
     eval_seed: int = 0  # seed of the test corruption: the same for every model and training seed
     eval_batch_size: int = 256
     device: str = "auto"

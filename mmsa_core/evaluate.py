@@ -61,10 +61,22 @@ def model_inputs(data: Batch, model: torch.nn.Module, device) -> Batch:
 
 
 def _predict_plans(model, data: Batch, plans: list, unk_id: int, batch_size: int, amp, extras: bool,
-                   reuse_text: bool = False):
+                   reuse_text: bool = False, by_length: bool = False):
     """Predictions (N,) for each plan in ``plans`` (None = uncorrupted), batches outermost; with ``extras`` also
     the model's introspection tensors. ``reuse_text``: every plan is protocol B, so a sample's text is complete or
-    wholly missing; the text encoders run once on each per batch (:meth:`TextEncoder.reuse`)."""
+    wholly missing; the text encoders run once on each per batch (:meth:`TextEncoder.reuse`). ``by_length``: the
+    batches hold samples of similar length (the split sorted by :meth:`Batch.length_key`, the outputs returned in
+    the split's order), so a model that cuts its inputs to the batch's longest valid length (LNLN's
+    ``trim_padding``) does less work; each sample's prediction is the same function of its own input (up to the
+    last bits of float sums over another batch)."""
+    if by_length:
+        order = torch.sort(data.length_key(), stable=True).indices  # (N,) on the data's device
+        back = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device)).cpu()
+        out = _predict_plans(model, data.take(order), [None if p is None else p.take(order.to(p.text_keep.device))
+                                                       for p in plans], unk_id, batch_size, amp, extras, reuse_text)
+        if extras:
+            return [(p[back], {k: v[back] for k, v in e.items()}) for p, e in out]
+        return [p[back] for p in out]
     from .models.text import TextEncoder
 
     was_training = model.training
@@ -103,19 +115,21 @@ def _predict_plans(model, data: Batch, plans: list, unk_id: int, batch_size: int
 
 @torch.no_grad()
 def predict(model, data: Batch, plan: missing.MissingPlan | None, unk_id: int, batch_size: int = 256,
-            amp: bool | torch.dtype = True, extras: bool = False):
+            amp: bool | torch.dtype = True, extras: bool = False, by_length: bool = False):
     """Predictions (N,) for ``data`` corrupted by ``plan``; with ``extras`` also the model's introspection
-    tensors concatenated over the split (dict name -> (N, ...)). ``amp``: see :func:`amp_dtype`."""
-    return _predict_plans(model, data, [plan], unk_id, batch_size, amp, extras)[0]
+    tensors concatenated over the split (dict name -> (N, ...)). ``amp``: see :func:`amp_dtype`; ``by_length``:
+    batches of similar length (see :func:`_predict_plans`; ``train.group_by_length`` turns it on)."""
+    return _predict_plans(model, data, [plan], unk_id, batch_size, amp, extras, by_length=by_length)[0]
 
 
 def evaluate(model, data: Batch, spec: DataSpec, protocol: str | None, level: float | None, seed: int, split: str,
              mode: int | None = None, batch_size: int = 256, amp: bool | torch.dtype = True, nested: bool = False,
-             f1_swapped: bool = False) -> dict[str, float]:
+             f1_swapped: bool = False, by_length: bool = False) -> dict[str, float]:
     """Metrics on ``data`` after corruption by ``protocol`` at ``level`` (or protocol-B ``mode``); ``nested``:
-    protocol-A masks nested across rates, ``f1_swapped``: also the swapped-argument F1 (the authors' practices)."""
+    protocol-A masks nested across rates, ``f1_swapped``: also the swapped-argument F1 (the authors' practices);
+    ``by_length``: batches of similar length (:func:`predict`)."""
     plan = None if protocol is None else missing.draw(protocol, data, level, seed, 0, split, mode=mode, nested=nested)
-    pred = predict(model, data, plan, spec.unk_id, batch_size, amp)
+    pred = predict(model, data, plan, spec.unk_id, batch_size, amp, by_length=by_length)
     return metrics.compute(pred.numpy(), data.labels.cpu().numpy(), spec.language, f1_swapped)
 
 
@@ -126,12 +140,12 @@ def _same_plan(a: missing.MissingPlan, b: missing.MissingPlan) -> bool:
 @torch.no_grad()
 def sweep(model, data: Batch, spec: DataSpec, protocol: str | tuple[str, ...], seed: int, split: str = "test",
           rates=missing.RATES, modes: bool | None = None, batch_size: int = 256, amp: bool | torch.dtype = True,
-          nested: bool = False, f1_swapped: bool = False) -> list[dict]:
+          nested: bool = False, f1_swapped: bool = False, by_length: bool = False) -> list[dict]:
     """Tidy records (protocol, setting, level, mode, metric, value) at every rate, and for protocol B
     (or ``modes=True``) at each of the 7 fixed missing modes; ``protocol`` may name several ("A", "B"), whose
     records come in that order. The data stay on the device throughout. Each distinct corruption is predicted
     once (rate 0 of A, eta 0 of B and B's complete mode are one pass); under B the text encoder runs once per
-    distinct text input."""
+    distinct text input. ``by_length``: batches of similar length (:func:`predict`)."""
     settings = []  # (protocol, setting, level, mode index or None, plan)
     for proto in (protocol,) if isinstance(protocol, str) else protocol:
         settings += [(proto, "rate", float(r), None, missing.draw(proto, data, r, seed, 0, split, nested=nested))
@@ -153,7 +167,8 @@ def sweep(model, data: Batch, spec: DataSpec, protocol: str | tuple[str, ...], s
     preds = {}
     for group, reuse in ((rest, False), (group_b, True)):
         if group:
-            out = _predict_plans(model, data, [distinct[k] for k in group], spec.unk_id, batch_size, amp, False, reuse)
+            out = _predict_plans(model, data, [distinct[k] for k in group], spec.unk_id, batch_size, amp, False, reuse,
+                                 by_length)
             preds.update(zip(group, out))
     scores = {k: metrics.compute(p.numpy(), y, spec.language, f1_swapped) for k, p in preds.items()}
     records = []

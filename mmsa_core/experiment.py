@@ -139,7 +139,8 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
     # every model is tested under both protocols ("train_protocol" says how it was trained), in one sweep so that
     # the passes the two share (the complete input) run once; compiled for evaluation when train.compile says so
     net = res.eval_model or model
-    kw = dict(batch_size=t.eval_batch_size, amp=amp, nested=t.nested_test_masks, f1_swapped=t.f1_swapped)
+    kw = dict(batch_size=t.eval_batch_size, amp=amp, nested=t.nested_test_masks, f1_swapped=t.f1_swapped,
+              by_length=t.group_by_length)
 
     def both_protocols():
         return sweep(net, test, ds.spec, ("A", "B"), t.eval_seed, t.report_split, **kw)

@@ -66,9 +66,7 @@ def group_by_length(order: torch.Tensor, data, batch_size: int, generator: torch
     cut into batches; the full batches are then shuffled with ``generator`` and any short last batch stays last.
     A model that cuts its inputs to the longest valid length in the batch (LNLN's ``trim_padding``) then does
     less work; the batches are still random from epoch to epoch, but not i.i.d. draws. Same seed, same order."""
-    key = data.text_mask.sum(1).long() * (data.audio_mask.shape[1] + data.vision_mask.shape[1] + 1) \
-        + data.audio_mask.sum(1) + data.vision_mask.sum(1)  # (N,) lexicographic (text, audio + vision)
-    key = key[order.to(key.device)].cpu()
+    key = data.length_key()[order.to(data.labels.device)].cpu()  # (N,) lexicographic (text, audio + vision)
     pieces = []
     for c in range(0, len(order), chunk_batches * batch_size):
         chunk = torch.arange(c, min(c + chunk_batches * batch_size, len(order)))
@@ -247,14 +245,15 @@ def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir,
         sums = dist.all_sum(sums)
         val_seed = missing.derive_seed(cfg.eval_seed, epoch) if cfg.valid_redraw else cfg.eval_seed  # MPLMM redraws
         val = evaluate(eval_model, valid, spec, cfg.protocol, level, val_seed, "valid", batch_size=cfg.eval_batch_size,
-                       amp=amp, nested=cfg.nested_test_masks, f1_swapped=cfg.f1_swapped)
+                       amp=amp, nested=cfg.nested_test_masks, f1_swapped=cfg.f1_swapped, by_length=cfg.group_by_length)
         row = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], **{f"train_{k}": v / len(train) for k, v in sums.items()},
                **{f"valid_{k}": v for k, v in val.items()}}
         if test is not None:  # the authors' practice (best TEST epoch): recorded; selects only if select_split="test"
             row.update({f"test_{k}": v for k, v in evaluate(eval_model, test, spec, cfg.protocol, level, cfg.eval_seed,
                                                              "test", batch_size=cfg.eval_batch_size, amp=amp,
                                                              nested=cfg.nested_test_masks,
-                                                             f1_swapped=cfg.f1_swapped).items()})
+                                                             f1_swapped=cfg.f1_swapped,
+                                                             by_length=cfg.group_by_length).items()})
         if dist.world_size() > 1:  # replicas must hold identical weights after every epoch
             row["ranks_in_sync"] = dist.all_close_across_ranks(torch.nn.utils.parameters_to_vector(model.parameters()))
         history.append(row)

@@ -289,6 +289,25 @@ def test_trimming_the_padding_changes_nothing_but_the_lengths():
         assert max(lengths) <= longest[name]
 
 
+def test_evaluation_in_length_order_is_the_same_function_with_less_padding():
+    """``by_length``: the split is predicted in batches of similar length and returned in its own order; every
+    prediction (and introspection extra) is the one of the split's order, and the trimmed batches are shorter."""
+    data = random_batch(LEVER_SPEC, 24, seed=3).with_(complete=None)
+    _, fast = twin_models(LEVER_SPEC, trim_padding=True)
+    seen = []
+    fast.text_encoder.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    plain_pred, plain_ex = predict(fast, data, None, LEVER_SPEC.unk_id, batch_size=6, amp=False, extras=True)
+    in_order = sum(seen)
+    seen.clear()
+    pred, ex = predict(fast, data, None, LEVER_SPEC.unk_id, batch_size=6, amp=False, extras=True, by_length=True)
+    torch.testing.assert_close(pred, plain_pred, rtol=1e-5, atol=1e-6)
+    assert ex.keys() == plain_ex.keys() and "w" in ex
+    for k in ex:
+        torch.testing.assert_close(ex[k], plain_ex[k], rtol=1e-5, atol=1e-6)
+    assert len(seen) == 4 and sum(seen) < in_order, (seen, in_order)  # sorted batches: less text to encode
+    assert seen == sorted(seen)
+
+
 def test_trimming_an_all_padding_modality_keeps_one_position():
     spec = LEVER_SPEC
     batch = random_batch(spec, 3, seed=4)

@@ -175,6 +175,12 @@ class Batch:
         """The samples at ``idx`` (a long tensor on the batch's device)."""
         return self._map(lambda t: t[idx])
 
+    def length_key(self) -> torch.Tensor:
+        """(B,) long: a sort key of the valid lengths, text tokens first (the text encoder is the largest cost when
+        there is one), ties by audio + vision frames. Batches of similar keys need little padding."""
+        return self.text_mask.sum(1).long() * (self.audio_mask.shape[1] + self.vision_mask.shape[1] + 1) \
+            + self.audio_mask.sum(1) + self.vision_mask.sum(1)
+
     def to(self, device, non_blocking: bool = False) -> "Batch":
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
