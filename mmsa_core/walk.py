@@ -108,9 +108,9 @@ def run_walk(model: str, out, seeds=DEFAULT_SEEDS, preset: str = "default", data
     return pd.concat(frames, ignore_index=True)
 
 
-def walk_table(records: pd.DataFrame, model: str, metrics=None, numeric: bool = False) -> pd.DataFrame:
-    """One row per step: each metric averaged over the 10 test levels of the training protocol, mean ± std over
-    seeds, and the change from the row above (``Δ <metric>``). F1 columns hold the swapped F1 until the F1 step."""
+def step_values(records: pd.DataFrame, model: str) -> pd.DataFrame:
+    """(step, seed, metric, value): each metric averaged over the 10 test levels of the training protocol, per step
+    of the walk and seed; F1 is the swapped F1 until the F1 step (which reads the step above it)."""
     _, protocol, steps = WALKS[model]
     d = records[(records["setting"] == "rate") & (records["protocol"] == protocol)]
     per_seed = d.groupby(["step", "seed", "metric"])["value"].mean().reset_index()
@@ -127,7 +127,14 @@ def walk_table(records: pd.DataFrame, model: str, metrics=None, numeric: bool = 
             part = part[~part["metric"].str.endswith(" swapped")]
         part["step"] = i
         rows.append(part)
-    per_seed = pd.concat(rows, ignore_index=True)
+    return pd.concat(rows, ignore_index=True)
+
+
+def walk_table(records: pd.DataFrame, model: str, metrics=None, numeric: bool = False) -> pd.DataFrame:
+    """One row per step: each metric averaged over the 10 test levels of the training protocol, mean ± std over
+    seeds, and the change from the row above (``Δ <metric>``). F1 columns hold the swapped F1 until the F1 step."""
+    _, protocol, steps = WALKS[model]
+    per_seed = step_values(records, model)
     mets = _metric_order(m for m in per_seed["metric"].unique() if metrics is None or m in metrics)
     st = seed_stats(per_seed[per_seed["metric"].isin(mets)], ["step", "metric"])
     mean = st.pivot(index="step", columns="metric", values="mean")[mets]
@@ -169,6 +176,27 @@ def add_arguments(p) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of every step")
 
 
+def walk_findings(records: pd.DataFrame, model: str, metrics=("MAE", "Acc-2 has-0")) -> list[str]:
+    """What the walk's table says, in sentences computed from it: per metric, the first and the last row, and the
+    step that moved it most, against the spread of the seeds (the largest std over seeds of any row)."""
+    _, _, steps = WALKS[model]
+    st = seed_stats(step_values(records, model), ["step", "metric"])
+    out = []
+    for m in metrics:
+        s = st[st["metric"] == m].sort_values("step")
+        if s.empty:
+            continue
+        mean, noise = s["mean"].to_numpy(), float(s["std"].max())
+        delta = mean[1:] - mean[:-1]
+        k = int(abs(delta).argmax())
+        fmt = (lambda v: format_mean_std(v, None, m))
+        out.append(f"{m}: {fmt(mean[0])} under the authors' protocol, {fmt(mean[-1])} under ours "
+                   f"(total {format_delta(mean[-1] - mean[0], m)}); the largest single step is "
+                   f"'{steps[int(s['step'].iloc[k + 1])].label}' ({format_delta(delta[k], m)}), against a seed std "
+                   f"of up to {format_delta(noise, m).lstrip('+')} in any row.")
+    return out
+
+
 def cli(a) -> None:
     from .results import to_markdown
 
@@ -178,4 +206,4 @@ def cli(a) -> None:
         print(f"### {m}\n\n{walk_table(rec, m).attrs['caption']}\n\n{to_markdown(walk_table(rec, m))}\n")
 
 
-__all__ = ["Step", "WALKS", "load_walk", "run_walk", "step_config", "walk_table"]
+__all__ = ["Step", "WALKS", "load_walk", "run_walk", "step_config", "step_values", "walk_findings", "walk_table"]

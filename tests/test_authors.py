@@ -364,6 +364,22 @@ def test_walk_table_reads_the_swapped_f1_until_the_f1_step():
     assert list(t["numbers from the selecting split"]) == ["yes (defect)"] + ["no"] * (len(steps) - 1)
 
 
+def test_walk_findings_name_the_step_that_moved_a_metric_most():
+    from mmsa_core.walk import WALKS, walk_findings
+
+    steps = WALKS["mplmm"][2]
+    jump = 3  # the step whose switch moves MAE by far the most
+    rows = []
+    for i, _ in enumerate(steps[:-1]):
+        for seed, noise in ((1, 0.0), (2, 0.02)):
+            mae = 1.0 - 0.01 * i - (0.2 if i >= jump else 0.0) + noise
+            rows += [{"step": i, "seed": seed, "protocol": "B", "setting": "rate", "level": lvl, "metric": "MAE",
+                      "value": mae} for lvl in (0.0, 0.5)]
+    (line,) = walk_findings(pd.DataFrame(rows), "mplmm", metrics=("MAE", "Acc-2 has-0"))  # no accuracy: no line
+    assert line.startswith("MAE: 1.010 under the authors' protocol, 0.760 under ours (total -0.250)")
+    assert f"'{steps[jump].label}' (-0.210)" in line and "seed std of up to 0.014" in line
+
+
 def test_reproduce_authors_flag_adds_both_authors_models(monkeypatch):
     import argparse
 
