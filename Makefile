@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 JOBS ?= 2
 # chapters whose checked tables nbval compares with the committed outputs
-NBVAL_NOTEBOOKS ?= book/02_data_and_missingness.ipynb book/08_tables.ipynb
+NBVAL_NOTEBOOKS ?= book/02_data_and_missingness.ipynb book/08_tables.ipynb book/11_authors_protocols.ipynb
 
 # the page scripts the built book serves from _static (tools/offline_assets.py copies them there), from npm
 BOOK_JS ?= mathjax@3.2.2 @jupyter-widgets/html-manager@1.0.15

@@ -30,6 +30,13 @@ REF = REFERENCE_GRID
 MODELS = ("lnln", "almt", "promma", "mplmm", "baseline")
 # the complementary variant's grid has the three main rows (the two ablation cousins were left out for time)
 GRID_MODELS = {"redundant": MODELS, "complementary": ("lnln", "promma", "baseline")}
+# rows run with their authors' protocols (chapter 11), each under its own training protocol only
+AUTHORS_ROWS = {"redundant": {"lnln_authors": "A", "mplmm_authors": "B"}, "complementary": {}}
+
+
+def grid_cells(variant: str) -> set:
+    return ({(m, p) for m in GRID_MODELS[variant] for p in "AB"}
+            | {(m, p) for m, p in AUTHORS_ROWS[variant].items()})
 ORACLE = "oracle"  # the testbed's Bayes-optimal row: not trained, seed 0, the same numbers for both training protocols
 SEEDS = (1111, 1112, 1113)
 ACROSS_MACHINES_ATOL = 0.02
@@ -57,13 +64,18 @@ def trained(records) -> pd.DataFrame:
 
 def test_the_grid_is_complete(trained, records, provenance, variant):
     cells = {(m, p, s) for m, p, s in trained[["model", "train_protocol", "seed"]].drop_duplicates().itertuples(index=False)}
-    assert cells == {(m, p, s) for m in GRID_MODELS[variant] for p in "AB" for s in SEEDS}
+    assert cells == {(m, p, s) for m, p in grid_cells(variant) for s in SEEDS}
     orc = records[records.model == ORACLE]
     assert set(orc.train_protocol) == {"A", "B"} and set(orc.seed) == {0}
     records = trained
     assert set(provenance["cells"]) == {f"{m}-{p}-{s}" for m, p, s in cells}
     per_cell = records.groupby(["model", "train_protocol", "seed"]).size()
-    assert (per_cell == per_cell.iloc[0]).all()
+    ours = per_cell.drop(list(AUTHORS_ROWS[variant]), level="model", errors="ignore")
+    assert (ours == ours.iloc[0]).all()
+    for m in AUTHORS_ROWS[variant]:  # the same settings and metrics, plus the authors' swapped F1
+        assert (per_cell.xs(m, level="model") > ours.iloc[0]).all()
+        assert set(records[records.model == m].metric) - set(records[records.model == "lnln"].metric) \
+            == {"F1 has-0 swapped", "F1 non-0 swapped"}
     one = records[(records.model == "baseline") & (records.train_protocol == "A") & (records.seed == 1111)]
     for proto in "AB":
         levels = sorted(one[(one.protocol == proto) & (one.setting == "rate")].level.round(1).unique())
@@ -92,12 +104,13 @@ def test_histories_hold_every_run(provenance, variant):
 
 
 def test_tables_build_from_the_committed_grid(records, variant):
-    n = len(GRID_MODELS[variant])
+    cells = grid_cells(variant)
     t = R.paper_table(records)
-    assert len(t) == (n + 1) * 2 and not t.isna().any().any()  # + the oracle's rows
-    assert R.mode_table(records, "MAE", train_protocols=["B"]).shape == (n + 1, 7)
+    assert len(t) == len(cells) + 2  # + the oracle's rows
+    assert not t[[c for c in t.columns if "swapped" not in str(c)]].isna().any().any()
+    assert R.mode_table(records, "MAE", train_protocols=["B"]).shape == (sum(p == "B" for _, p in cells) + 1, 7)
     gap = R.oracle_gap_table(records, numeric=True)
-    assert len(gap) == n * 2 and (gap > 0).all().all()  # no trained model beats the Bayes-optimal oracle
+    assert len(gap) == len(cells) and (gap > 0).all().all()  # no trained model beats the Bayes-optimal oracle
 
 
 @pytest.mark.slow
