@@ -238,7 +238,7 @@ def test_every_call_of_a_chapter_is_in_the_book_package():
 
 
 def test_what_the_chapters_read_ships_with_the_package():
-    """Chapters 8-10 read the committed grid and the benchmark figures; both are package data (pyproject's
+    """Chapters 8-11 read the committed grid, the walks and the benchmark figures; all are package data (pyproject's
     package-data globs match every file there), so a pip install (Colab) reads what a checkout reads."""
     tomllib = pytest.importorskip("tomllib")
     from mmsa_core import book
@@ -247,7 +247,8 @@ def test_what_the_chapters_read_ships_with_the_package():
     assert book.REFERENCE_GRID.parent.parent == pkg and book.BENCHMARK_RESULTS.parent.parent == pkg
     globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["mmsa_core"]
     shipped = {p.resolve() for g in globs for p in pkg.glob(g)}
-    needed = [*book.REFERENCE_GRID.glob("*.*"), *book.BENCHMARK_RESULTS.glob("*.*")]
+    needed = [*book.REFERENCE_GRID.glob("*.*"), *book.BENCHMARK_RESULTS.glob("*.*"), *book.REFERENCE_WALK.glob("*.*")]
+    assert {p.name for p in book.REFERENCE_WALK.glob("*.*")} == {"lnln_records.csv", "mplmm_records.csv"}
     assert {p.name for p in book.REFERENCE_GRID.glob("*.*")} >= {"records.csv", "histories.csv", "provenance.json"}
     assert not [p for p in needed if p.resolve() not in shipped], "files the chapters read that the wheel leaves out"
     assert not [p for p in shipped if "runs" in p.relative_to(pkg).parts], "a grid's runs/ folder would be shipped"

@@ -22,6 +22,8 @@ from .tables import PERCENT_PREFIXES, acc2_name, at_rates, headline_metrics, per
 # cells' runs/ folder that this leaves beside them stays out of git and out of the wheel.
 REFERENCE_GRIDS = {v: PACKAGE / "reference" / f"synth-small-{v}" for v in ("redundant", "complementary")}
 REFERENCE_GRID = REFERENCE_GRIDS["redundant"]  # the default variant's
+# chapter 11: the walks from the authors' protocols to ours (``python -m mmsa_core walk``: <model>_records.csv)
+REFERENCE_WALK = PACKAGE / "reference" / "synth-small-walk"
 
 
 # -------------------------------------------------------------------------- reading a grid (chapters 8 and 9)
@@ -190,5 +192,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "grid_findings", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "REFERENCE_WALK", "grid_findings", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]
