@@ -99,8 +99,9 @@ def test_provenance_names_what_ran(trained, provenance):
 def test_histories_hold_every_run(provenance, variant):
     h = R.load_histories(REFERENCE_GRIDS[variant])
     assert set(h.cell) == set(provenance["cells"])
-    gap = R.selection_gap(h, metrics=["MAE"])
-    assert len(gap) == len(provenance["cells"]) and (gap.optimism >= 0).all()  # the best test epoch is never worse
+    gap = R.selection_gap(h, metrics=["MAE"])  # our rows: the authors' rows select by their own rule
+    ours = [c for c in provenance["cells"] if c.split("-")[0] not in AUTHORS_ROWS[variant]]
+    assert len(gap) == len(ours) and (gap.optimism >= 0).all()  # the best test epoch is never worse
 
 
 def test_tables_build_from_the_committed_grid(records, variant):
@@ -157,7 +158,11 @@ def test_what_chapters_8_and_9_say_holds():
     """The prose of chapters 8-9 reads the committed grids; if a new grid changed these patterns, the prose would
     be wrong and this test says so."""
     red = R.load_records(REFERENCE_GRIDS["redundant"] / "records.csv")
-    rates = R.rate_table(red, "MAE", numeric=True).xs("A", level="train_protocol")
+    all_rates = R.rate_table(red, "MAE", numeric=True)
+    a_rates = all_rates.xs("A", level="train_protocol")
+    assert (a_rates.loc["lnln_authors"] >= a_rates.loc["lnln"]).all()  # test-set selection does not make it better
+    assert all_rates.drop("oracle", level="model")[0.0].idxmax() == ("mplmm_authors", "B")
+    rates = a_rates.drop("lnln_authors")  # our rows
     at9 = rates[0.9]
     assert min(at9[["promma", "mplmm"]]) > max(at9[["lnln", "almt", "baseline"]])  # their backbone falls behind at r 0.9
     assert (rates.drop("oracle")[0.0] - rates.loc["oracle", 0.0]).min() > 0.2  # far from the oracle on complete input
@@ -167,10 +172,13 @@ def test_what_chapters_8_and_9_say_holds():
     orc = modes.loc["oracle"]
     assert orc[with_l].max() < orc.drop(with_l).min()  # the oracle: language dominant
     gap = modes.drop("oracle") - orc
+    authors = gap.loc["mplmm_authors"]
+    gap = gap.drop("mplmm_authors")  # our rows; the authors' MPLMM is further behind on every mode
+    assert (authors > gap.max()).all()
     assert (gap["{l}"] > 0.25).all() and (gap["{a,v}"] < 0.11).all() and (gap["{a}"] < 0.11).all()  # words under-read
     cross = R.cross_protocol_table(red, metrics=["MAE"], numeric=True)[("MAE", "other − same")]
     assert cross[("baseline", "A")] > 0.1 and cross.xs("B", level="tested under").max() < 0.03
-    room = R.oracle_gap_table(red, numeric=True)
+    room = R.oracle_gap_table(red, numeric=True).drop(["lnln_authors", "mplmm_authors"], level="model")  # our rows
     assert 0.08 < room.min().min() and room.max().max() < 0.27
     comp = R.paper_table(R.load_records(REFERENCE_GRIDS["complementary"] / "records.csv"), ["MAE"], numeric=True)["MAE"]
     b = comp.xs("B", level="train_protocol")
