@@ -400,3 +400,47 @@ def test_reproduce_authors_flag_adds_both_authors_models(monkeypatch):
     with pytest.raises(SystemExit):
         reproduce.cli(p.parse_args(["--models", "lnln_authors", "mplmm_authors"]))
     assert seen["models"] == ["lnln_authors", "mplmm_authors"]
+
+
+def test_what_chapter_11_says_holds():
+    """The prose of chapter 11 reads the shipped walks and the redundant grid; if a new walk changed these
+    patterns, the prose would be wrong and this test says so."""
+    from mmsa_core import results as R
+    from mmsa_core import walk
+    from mmsa_core.book import REFERENCE_GRID, REFERENCE_WALK
+
+    grid = R.load_records(REFERENCE_GRID / "records.csv")
+    key = ["seed", "protocol", "setting", "level", "mode", "metric"]
+
+    def same(w, step, model, protocol, swapped=True):
+        a = w[(w.step == step) & (swapped | ~w.metric.str.endswith(" swapped"))].sort_values(key)
+        b = grid[(grid.model == model) & (grid.train_protocol == protocol)].sort_values(key)
+        labels = ["seed", "protocol", "setting", "metric"]
+        return len(a) == len(b) > 0 and (a[labels].astype(str).to_numpy() == b[labels].astype(str).to_numpy()).all() \
+            and np.array_equal(a.level.to_numpy(float), b.level.to_numpy(float), equal_nan=True) \
+            and (a.value.to_numpy() == b.value.to_numpy()).all()
+
+    lnln, mplmm = walk.load_walk(REFERENCE_WALK, "lnln"), walk.load_walk(REFERENCE_WALK, "mplmm")
+    names = [s.name for s in walk.WALKS["lnln"][2]]
+    assert same(lnln, 0, "lnln_authors", "A") and same(lnln, names.index("one"), "lnln", "A", swapped=False)
+    assert same(mplmm, 1, "mplmm_authors", "B")  # the first row that reports the test split
+
+    def deltas(records, model):
+        t = walk.walk_table(records, model, numeric=True)
+        return t, t.drop(columns="numbers from the selecting split").diff()
+
+    t, d = deltas(lnln, "lnln")
+    labels = {s.name: s.label for s in walk.WALKS["lnln"][2]}
+    fresh = d.loc[labels["corruption"]]
+    assert d["MAE"].abs().idxmax() == labels["corruption"]
+    assert fresh["MAE"] < 0 and fresh["Corr"] > 0 and (fresh.drop(["MAE", "Corr"]) > 0).all()  # every metric better
+    assert d.loc[labels["masks"], "MAE"] >= 0 and d.loc[labels["grl"], "MAE"] >= 0  # no help here
+    assert d.loc[labels["valid"], "MAE"] > 0  # the test set's optimism removed
+    assert t["MAE"].iloc[0] > t["MAE"].iloc[-1]  # the authors' protocol ends behind ours
+
+    t, d = deltas(mplmm, "mplmm")
+    labels = {s.name: s.label for s in walk.WALKS["mplmm"][2]}
+    spread = walk.step_values(mplmm, "mplmm").query("metric == 'MAE'").groupby("step").value.std().max()
+    assert -d.loc[labels["test"], "MAE"] > spread  # validation printout: a higher MAE than the test split
+    assert abs(d.loc[labels["shuffle"], "MAE"]) < spread and abs(d.loc[labels["valid"], "MAE"]) < spread  # little
+    assert d.loc[labels["schedule"], "MAE"] > 0 and d.loc[labels["loss"], "MAE"] < 0
