@@ -69,25 +69,17 @@ def _predict_plans(model, data: Batch, plans: list, unk_id: int, batch_size: int
     the split's order), so a model that cuts its inputs to the batch's longest valid length (LNLN's
     ``trim_padding``) does less work; each sample's prediction is the same function of its own input (up to the
     last bits of float sums over another batch)."""
-    if by_length:
-        order = torch.sort(data.length_key(), stable=True).indices  # (N,) on the data's device
-        back = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=order.device)).cpu()
-        out = _predict_plans(model, data.take(order), [None if p is None else p.take(order.to(p.text_keep.device))
-                                                       for p in plans], unk_id, batch_size, amp, extras, reuse_text)
-        if extras:
-            return [(p[back], {k: v[back] for k, v in e.items()}) for p, e in out]
-        return [p[back] for p in out]
     from .models.text import TextEncoder
 
     was_training = model.training
     model.eval()
     device = data.labels.device
+    order = torch.sort(data.length_key(), stable=True).indices if by_length else torch.arange(len(data), device=device)
     plans = [None if p is None else p.to(device) for p in plans]  # once per call, not per batch
     encoders = [m for m in model.modules() if isinstance(m, TextEncoder) and m.bert is not None] if reuse_text else []
     preds, ex = [[] for _ in plans], [{} for _ in plans]
     try:
-        for start in range(0, len(data), batch_size):
-            idx = torch.arange(start, min(start + batch_size, len(data)), device=device)
+        for idx in order.split(batch_size):
             b = data.take(idx)
             if encoders:
                 full = missing.apply(b, missing.protocol_b(b, mode=0).to(device), unk_id)
@@ -107,9 +99,10 @@ def _predict_plans(model, data: Batch, plans: list, unk_id: int, batch_size: int
         for e in encoders:
             e.reuse(None, None)
         model.train(was_training)
-    ps = [torch.cat(p).cpu() for p in preds]
+    back = torch.argsort(order).cpu() if by_length else slice(None)  # back to the split's order
+    ps = [torch.cat(p).cpu()[back] for p in preds]
     if extras:
-        return [(p, {name: torch.cat(v) for name, v in e.items()}) for p, e in zip(ps, ex)]
+        return [(p, {name: torch.cat(v)[back] for name, v in e.items()}) for p, e in zip(ps, ex)]
     return ps
 
 
