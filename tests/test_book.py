@@ -197,6 +197,26 @@ def test_trained_reuses_a_finished_run(tmp_path, restore_torch_globals):
     assert not c.reused and c.records.equals(a.records), "a retrained run must reproduce the cached one"
 
 
+def test_what_the_performance_appendix_says_holds():
+    """The prose of chapter 10 quotes the two LNLN benchmark runs; the figures it quotes are those of the files
+    (rounded as printed), and its verdicts (targets met or not) follow from them."""
+    from mmsa_core import book
+
+    prose = "\n".join(src(c) for c in read_nb(BOOK / "10_performance.ipynb")["cells"] if c["cell_type"] == "markdown")
+    now = json.loads((book.BENCHMARK_RESULTS / "lnln-cpu.json").read_text())
+    before = json.loads((book.BENCHMARK_RESULTS / "lnln-cpu-f6fa23d.json").read_text())
+    for key in ("speedup_train_vs_authors", "speedup_eval_vs_authors"):
+        for r in (before, now):
+            assert f"{r[key]:.2f}" in prose, (key, r[key])
+    assert f"{now['memory_ratio_vs_authors']:.2f}" in prose and f"{now['memory_ratio_vs_authors_ckpt']:.2f}" in prose
+    t = now["targets"]
+    assert now["speedup_eval_vs_authors"] < t["speedup_eval_vs_authors"]  # "short of the 2x target"
+    assert before["speedup_train_vs_authors"] < now["speedup_train_vs_authors"] < t["speedup_train_vs_authors"]
+    assert now["memory_ratio_vs_authors"] > t["memory_ratio_vs_authors"] > now["memory_ratio_vs_authors_ckpt"]
+    ratio_ckpt = now["speedup_train_vs_authors"] / now["time_ratio_ckpt_vs_ours"]
+    assert f"about {ratio_ckpt:.1f}" in prose  # the training ratio with checkpointing
+
+
 def test_benchmark_tables_read_the_files(tmp_path):
     """The performance appendix shows what the JSON files say: values and ratios come from them, and a ratio
     below its target is marked as not met."""
