@@ -189,8 +189,8 @@ def walk_findings(records: pd.DataFrame, model: str, metrics=("MAE", "Acc-2 has-
         mean, noise = s["mean"].to_numpy(), float(s["std"].max())
         delta = mean[1:] - mean[:-1]
         k = int(abs(delta).argmax())
-        fmt = (lambda v: format_mean_std(v, None, m))
-        out.append(f"{m}: {fmt(mean[0])} under the authors' protocol, {fmt(mean[-1])} under ours "
+        out.append(f"{m}: {format_mean_std(mean[0], None, m)} under the authors' protocol, "
+                   f"{format_mean_std(mean[-1], None, m)} under ours "
                    f"(total {format_delta(mean[-1] - mean[0], m)}); the largest single step is "
                    f"'{steps[int(s['step'].iloc[k + 1])].label}' ({format_delta(delta[k], m)}), against a seed std "
                    f"of up to {format_delta(noise, m).lstrip('+')} in any row.")
@@ -203,7 +203,8 @@ def cli(a) -> None:
     for m in a.models:
         rec = run_walk(m, a.out, a.seeds, a.preset, a.data, a.epochs, a.set)
         rec.to_csv(Path(a.out) / f"{m}_records.csv", index=False)
-        print(f"### {m}\n\n{walk_table(rec, m).attrs['caption']}\n\n{to_markdown(walk_table(rec, m))}\n")
+        t = walk_table(rec, m)
+        print(f"### {m}\n\n{t.attrs['caption']}\n\n{to_markdown(t)}\n")
 
 
 __all__ = ["Step", "WALKS", "load_walk", "run_walk", "step_config", "step_values", "walk_findings", "walk_table"]
