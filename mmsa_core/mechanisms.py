@@ -204,18 +204,23 @@ def measure_lnln(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str
 
 
 def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small", only=None) -> Path:
-    """Measure every mechanism on one variant and write ``<results_dir>/mechanisms.json``."""
+    """Measure every mechanism on one variant and write ``<results_dir>/mechanisms.json``. ProMMA's seeds are kept
+    one file each under ``<results_dir>/mechanisms/`` (see :func:`mmsa_core.mechanisms_promma.promma_mechanisms`)."""
     entries = {}
+    meta = {"dataset": synth.dataset_name(shape, variant), "variant": variant, "generator_version": synth.VERSION}
     if only is None or "lnln" in only:
         entries.update(measure_lnln(results_dir, variant, seeds, shape))
     if only is None or "promma" in only:  # ProMMA's ablation rows share their first stage: trained here, not in the grid
         from .experiment import load_dataset
-        from .mechanisms_promma import promma_mechanisms
+        from .mechanisms_promma import promma_mechanisms, seed_commits
         from .config import DataConfig
 
         ds = load_dataset(DataConfig(synth_shape=shape, synth_variant=variant))
-        entries.update(promma_mechanisms(ds, synth.truth(ds.path), seeds, variant))
-    meta = {"dataset": synth.dataset_name(shape, variant), "variant": variant, "generator_version": synth.VERSION}
+        cache = Path(results_dir) / "mechanisms"  # one file per seed: an interrupted measurement resumes
+        entries.update(promma_mechanisms(ds, synth.truth(ds.path), seeds, variant, cache_dir=cache))
+        meta["promma_provenance"] = {
+            "how": "mmsa_core.mechanisms_promma.promma_mechanisms (measure_seed per seed, then combine); one thread, CPU",
+            "measured_at_commit": {str(s): c for s, c in seed_commits(cache, seeds).items()}}
     return write(Path(results_dir) / "mechanisms.json", entries, meta)
 
 

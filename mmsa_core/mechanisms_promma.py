@@ -162,7 +162,7 @@ def _scores(pred, data, language) -> dict:
     return metrics.compute(pred.numpy(), data.labels.cpu().numpy(), language)
 
 
-def _summary(model, ds: MMSADataset, split: str = "test", per: dict | None = None) -> dict:
+def ablation_row(model, ds: MMSADataset, split: str = "test", per: dict | None = None) -> dict:
     """Test MAE and binary accuracy averaged over the ten eta of protocol B and over the six incomplete modes.
     Under protocol B a prediction depends on the sample's mode alone, so the seven per-mode passes (``per``, from
     :func:`_per_mode`) give every eta exactly: the same numbers as :func:`mmsa_core.evaluate.sweep`, in 7 passes."""
@@ -314,7 +314,7 @@ def measure_mme(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split
     # one trained model, three policies for its stand-ins
     for policy in ("evaluator", "always", "never"):
         with _cfg(model, mme_gate=model.cfg.mme_gate if policy == "evaluator" else policy):
-            out[f"metrics {policy}"] = _summary(model, ds, split, per if policy == "evaluator" else None)
+            out[f"metrics {policy}"] = ablation_row(model, ds, split, per if policy == "evaluator" else None)
     out["metric_names"] = ["MAE", acc]
     return out
 
@@ -359,7 +359,7 @@ def measure_seed(ds: MMSADataset, truth, seed: int, names=tuple(ABLATION), prese
     per = _per_mode(full, ds)
     return {"seed": seed, "dpw": measure_dpw(full, ds, truth, per=per), "mpdc": measure_mpdc(full, ds, per=per),
             "mme": measure_mme(full, ds, truth, per=per), "mpd": measure_mpd(full, ds, per=per),
-            "ablation": {n: _summary(m, ds, per=per if n == "ProMMA" else None) for n, m in models.items()}}
+            "ablation": {n: ablation_row(m, ds, per=per if n == "ProMMA" else None) for n, m in models.items()}}
 
 
 def combine(results: list[dict], variant: str | None = None, preset: str = "promma_default") -> dict:
@@ -399,9 +399,46 @@ def combine(results: list[dict], variant: str | None = None, preset: str = "prom
 
 
 def promma_mechanisms(ds: MMSADataset, truth, seeds=SEEDS, variant: str | None = None, names=tuple(ABLATION),
-                      preset: str = "promma_default", threads: int | None = 1) -> dict:
-    """:func:`combine` of :func:`measure_seed` over ``seeds``: the ProMMA entries of mechanisms.json."""
-    return combine([measure_seed(ds, truth, s, names, preset, threads) for s in seeds], variant, preset)
+                      preset: str = "promma_default", threads: int | None = 1, cache_dir=None) -> dict:
+    """:func:`combine` of :func:`measure_seed` over ``seeds``: the ProMMA entries of mechanisms.json.
+
+    ``cache_dir``: each seed's measurement is kept there as ``promma-<seed>.json`` (with the dataset fingerprint,
+    preset, rows and commit it was measured with) as soon as it is done, and a later call with the same dataset,
+    preset and rows reads it instead of training again: an interrupted measurement resumes at the seed it was on.
+    Delete the file to measure that seed again."""
+    return combine([_cached_seed(ds, truth, s, names, preset, threads, cache_dir) for s in seeds], variant, preset)
+
+
+def _cached_seed(ds: MMSADataset, truth, seed: int, names, preset: str, threads, cache_dir) -> dict:
+    if cache_dir is None:
+        return measure_seed(ds, truth, seed, names, preset, threads)
+    import json
+
+    from .utils import git_commit
+
+    key = {"dataset": ds.name, "fingerprint": ds.fingerprint, "preset": preset, "rows": list(names), "seed": seed}
+    path = Path(cache_dir) / f"promma-{seed}.json"
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        if {k: doc.get(k) for k in key} == key:
+            return doc["result"]
+        raise ValueError(f"{path}: measured with {({k: doc.get(k) for k in key if doc.get(k) != key[k]})}, this "
+                         f"measurement needs {({k: key[k] for k in key if doc.get(k) != key[k]})}; delete the file "
+                         "to measure this seed again")
+    result = measure_seed(ds, truth, seed, names, preset, threads)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**key, "commit": git_commit(), "result": result}, default=float) + "\n")
+    tmp.replace(path)
+    return result
+
+
+def seed_commits(cache_dir, seeds=SEEDS) -> dict[int, str]:
+    """The commit each cached seed of :func:`promma_mechanisms` was measured at (``cache_dir`` as there)."""
+    import json
+
+    return {s: json.loads((Path(cache_dir) / f"promma-{s}.json").read_text()).get("commit") for s in seeds
+            if (Path(cache_dir) / f"promma-{s}.json").is_file()}
 
 
 def _truth(truth):
@@ -409,5 +446,5 @@ def _truth(truth):
     return truth[1] if isinstance(truth, tuple) else truth
 
 
-__all__ = ["ABLATION", "SEEDS", "auc", "combine", "measure_dpw", "measure_mme", "measure_mpd", "measure_mpdc",
-           "measure_seed", "promma_mechanisms", "train_variants"]
+__all__ = ["ABLATION", "SEEDS", "ablation_row", "auc", "combine", "measure_dpw", "measure_mme", "measure_mpd", "measure_mpdc",
+           "measure_seed", "promma_mechanisms", "seed_commits", "train_variants"]

@@ -69,3 +69,71 @@ def test_write_merges_keys_and_refuses_unknown_ones(tmp_path):
     assert set(doc) >= {"lnln_dmc", "mme", "variant"}
     with pytest.raises(ValueError, match="unknown key"):
         M.write(p, {"nonsense": {}})
+
+
+# ------------------------------------------------------------------ chapters 3-5: ProMMA's modules over three seeds
+def _mean(entry, *path):
+    for p in path:
+        entry = entry[p]
+    return entry["mean"]
+
+
+def test_the_promma_entries_have_three_seeds(mech):
+    for v in VARIANTS:
+        for key in ("mme", "mpd", "dpw", "mpdc", "ablation"):
+            assert mech[v][key]["seeds"] == [1111, 1112, 1113], (v, key)
+        assert set(mech[v]["promma_provenance"]["measured_at_commit"]) == {"1111", "1112", "1113"}
+
+
+def test_what_chapter_3_says_of_the_evaluator_holds(mech):
+    red, comp = mech["redundant"]["mme"], mech["complementary"]["mme"]
+    auc = red["auc_vs_truth"]["values"]
+    assert auc[0] > 0.7 and max(auc[1:]) < 0.3  # "0.74 for seed 1111, 0.28 and 0.25 for the other two"
+    assert 0.4 < _mean(red, "pseudo_label_auc_vs_truth") < 0.55  # "at chance against the truth"
+    for m in (red, comp):
+        assert _mean(m, "decision_minority_share_mean") < 0.05  # "all stand-ins through or none"
+    # "which modalities it opens changes with the seed: vision for 1111, text for 1112"
+    used = [{(c["present"], c["missing"]): c["stand-in used"] for c in s["cells"]} for s in red["per_seed"][:2]]
+    assert used[0][("{l,a}", "vision")] > 0.9 and used[0][("{a,v}", "text")] < 0.1
+    assert used[1][("{l,a}", "vision")] < 0.1 and used[1][("{a,v}", "text")] > 0.9
+    pol = {p: _mean(red, "metrics", p, "MAE over eta") for p in ("evaluator", "always", "never")}
+    assert pol["always"] - pol["evaluator"] > 0.008 and abs(pol["evaluator"] - pol["never"]) < 0.002
+    pol = [_mean(comp, "metrics", p, "MAE over eta") for p in ("evaluator", "always", "never")]
+    assert max(pol) - min(pol) < 0.003  # "within 0.003"
+    assert _mean(comp, "truly_useful_share") < 0.01 < _mean(red, "truly_useful_share")
+
+
+def test_what_chapter_4_says_of_the_private_prompts_holds(mech):
+    for v in VARIANTS:
+        r = mech[v]["mpd"]["ratio_own_to_present"]
+        assert r["text"]["mean"] < 1 and r["audio"]["mean"] < 1, v
+        assert 0.8 < r["vision"]["mean"] < 1.4 and r["vision"]["std"] > 0.3, v  # "near 1, spread about ±0.5"
+        changes = [x for s in mech[v]["mpd"]["per_seed"] for part in ("own_missing", "present") for x in s[part].values()]
+        assert 1e-5 < min(changes) and max(changes) < 1.3e-3, v  # "between 2e-5 and 1.2e-3"
+        rows = mech[v]["ablation"]["rows"]
+        gap = _mean(rows, "without MPD", "MAE over eta") - _mean(rows, "ProMMA", "MAE over eta")
+        assert 0 < gap < rows["ProMMA"]["MAE over eta"]["std"], v  # "higher, less than the spread between seeds"
+
+
+def test_what_chapter_5_says_of_the_ablation_dpw_and_mpdc_holds(mech):
+    pairs_below_mplmm = 0
+    for v in VARIANTS:
+        rows = mech[v]["ablation"]["rows"]
+        mae = {n: r["MAE over eta"] for n, r in rows.items()}
+        best = min(mae, key=lambda n: mae[n]["mean"])
+        assert best == "ProMMA", (v, best)  # the lowest mean MAE of the seven rows
+        others = [mae[n]["mean"] - mae["ProMMA"]["mean"] for n in mae if n != "ProMMA"]
+        assert max(others) < mae["ProMMA"]["std"], v  # "every gap is smaller than ProMMA's own spread"
+        pairs_below_mplmm += sum(p < m for p, m in zip(mae["ProMMA"]["values"], mae["MPLMM-style"]["values"]))
+        dpw = mech[v]["dpw"]
+        assert dpw["weight_drop_missing_source"]["mean"] < 0.05, v  # the 0.05: not met
+        assert abs(dpw["spearman_weight_vs_source_content_mean"]["mean"]) < 0.05, v
+        drops = [c["drop"] for s in dpw["per_seed"] for c in s["cells"]]
+        assert max(drops) > 0.1 and -0.06 < min(drops) < 0, v  # "up to 0.16", "down to -0.05"
+        mpdc = mech[v]["mpdc"]
+        assert mpdc["levels"] == 2 and 0.03 < mpdc["gate_abs_max"]["mean"] < 0.1, v
+        for s in mpdc["per_seed"]:  # gates at 0 change the MAE over the incomplete modes by at most 0.003
+            assert abs(s["MAE modes gates zeroed"] - s["MAE modes trained gates"]) <= 0.003, v
+    assert pairs_below_mplmm == 5  # "in 5 of the 6 (seed, variant) pairs"
+    red, comp = mech["redundant"]["dpw"], mech["complementary"]["dpw"]
+    assert red["weight_drop_missing_source"]["mean"] > comp["weight_drop_missing_source"]["mean"]

@@ -42,7 +42,7 @@ def test_summary_equals_the_sweep(synth_ds, trained):
     model, per = trained
     rec = sweep(model, synth_ds["test"].data, synth_ds.spec, "B", 0)
     want = np.mean([r["value"] for r in rec if r["setting"] == "rate" and r["metric"] == "MAE"])
-    assert mp._summary(model, synth_ds, per=per)["MAE over eta"] == pytest.approx(want, abs=1e-6)
+    assert mp.ablation_row(model, synth_ds, per=per)["MAE over eta"] == pytest.approx(want, abs=1e-6)
 
 
 @pytest.mark.slow
@@ -87,3 +87,30 @@ def test_mpd_private_prompts_change_predictions(synth_ds, trained):
     model, per = trained
     out = mp.measure_mpd(model, synth_ds, per=per)
     assert all(v > 0 for v in out["own_missing"].values()), out
+
+
+def test_each_seed_is_kept_and_an_interrupted_measurement_resumes(synth_ds, tmp_path, monkeypatch):
+    """promma_mechanisms(cache_dir=...) writes each seed's measurement as soon as it is done and reads it back on the
+    next call (a measurement killed after seed 1 trains only the seeds after it); a file measured on other data or
+    with another preset is refused by name, not reused."""
+    calls = []
+
+    def fake(ds, truth, seed, names, preset, threads):
+        calls.append(seed)
+        if len(calls) == 2 and seed == 1112:
+            raise KeyboardInterrupt  # killed during the second seed
+        return {"seed": seed, "dpw": {"weight_drop_missing_source": seed / 1e4}, "mpdc": {"levels": 2},
+                "mme": {f"metrics {p}": {"MAE": 1.0} for p in ("evaluator", "always", "never")},
+                "mpd": {"ratio_own_to_present": {m: 1.0 for m in ("text", "audio", "vision")}},
+                "ablation": {"ProMMA": {"MAE over eta": 0.8}}}
+
+    monkeypatch.setattr(mp, "measure_seed", fake)
+    with pytest.raises(KeyboardInterrupt):
+        mp.promma_mechanisms(synth_ds, None, (1111, 1112), "redundant", cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["promma-1111.json"]
+    out = mp.promma_mechanisms(synth_ds, None, (1111, 1112), "redundant", cache_dir=tmp_path)
+    assert calls == [1111, 1112, 1112]  # 1111 read from its file
+    assert out["dpw"]["weight_drop_missing_source"]["values"] == [0.1111, 0.1112]
+    assert set(mp.seed_commits(tmp_path, (1111, 1112))) == {1111, 1112}
+    with pytest.raises(ValueError, match="preset"):
+        mp.promma_mechanisms(synth_ds, None, (1111,), "redundant", preset="promma_mosi", cache_dir=tmp_path)

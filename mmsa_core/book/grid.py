@@ -156,15 +156,44 @@ def mechanisms(results: str | Path | None = None) -> dict:
 def mechanism_table(key: str, names: dict[str, str] | None = None, variants=("redundant", "complementary"),
                     digits: int = 3) -> pd.DataFrame:
     """One mechanism's numbers (key of mechanisms.json) on each variant, as "mean ± std" over its seeds; rows the
-    numbers (``names``: which, and how to label them; default all), columns the variants."""
+    numbers (``names``: which, and how to label them; default all of LNLN's), columns the variants. LNLN's keys hold
+    ``mean`` and ``std`` dicts of flat names (``"text.error"``); ProMMA's hold one ``{mean, std, values}`` per number,
+    nested, named here by their path with ``/`` (``"auc_vs_truth"``, ``"metrics/evaluator/MAE over eta"``)."""
+
+    def stat(e, name):
+        if isinstance(e.get("mean"), dict) and name in e["mean"]:
+            return e["mean"][name], e["std"][name]
+        leaf = e
+        for part in name.split("/"):
+            leaf = leaf[part]
+        return leaf["mean"], leaf["std"]
+
     cols = {}
     for v in variants:
         e = mechanisms(v)[key]
         keys = list(names) if names else sorted(e["mean"])
         cols[f"{v} ({len(e['seeds'])} seeds)"] = {
-            (names or {}).get(k, k): f"{e['mean'][k]:.{digits}f} ± {e['std'][k]:.{digits}f}" for k in keys}
+            (names or {}).get(k, k): "{:.{d}f} ± {:.{d}f}".format(*stat(e, k), d=digits) for k in keys}
     df = pd.DataFrame(cols)
     df.index.name = key
+    return df
+
+
+def ablation_reference(metrics=("MAE over eta", "Acc-2 non-0 over eta", "MAE incomplete modes"),
+                       variants=("redundant", "complementary"), digits: int = 3) -> pd.DataFrame:
+    """ProMMA's committed ablation (key ``ablation`` of mechanisms.json, measured by
+    :func:`mmsa_core.mechanisms_promma.promma_mechanisms`): one row per variant of the model, one column per
+    testbed variant and metric, "mean ± std" over the seeds (accuracies in %)."""
+    cols = {}
+    for v in variants:
+        e = mechanisms(v)["ablation"]
+        for m in metrics:
+            pct = 100 if m.startswith(PERCENT_PREFIXES) else 1
+            d = digits - 2 if pct == 100 else digits
+            cols[(f"{v} ({len(e['seeds'])} seeds)", m)] = {
+                name: f"{row[m]['mean'] * pct:.{d}f} ± {row[m]['std'] * pct:.{d}f}" for name, row in e["rows"].items()}
+    df = pd.DataFrame(cols)
+    df.index.name = "variant"
     return df
 
 
@@ -192,5 +221,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "REFERENCE_WALK", "grid_findings", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "REFERENCE_WALK", "ablation_reference", "grid_findings", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]

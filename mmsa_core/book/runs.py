@@ -327,5 +327,5 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
 
 
 __all__ = ["NOT_TRAINING_CODE", "TrainedRun", "code_fingerprint", "config", "data_config", "dataset_family", "hub_models",
-           "is_checkout", "load", "model_device", "preserved_rng", "preset_name", "preset_path", "read_json",
+           "is_checkout", "is_synth", "load", "model_device", "preserved_rng", "preset_name", "preset_path", "read_json",
            "require_hub", "run_dir", "run_lock", "runs_dir", "setup", "trained"]
