@@ -11,6 +11,9 @@ the file holds one mechanism's numbers on one variant of the testbed, per seed a
 - ``lnln_reconstructor``: with one modality missing (protocol B), the reconstructor's error on each sample
   against that modality's TRUE predictability from the other two (Spearman: negative when the reconstructor does
   best where the truth says reconstruction is possible), and its mean error against the incomplete tokens as is.
+- ``lnln_ablation``: LNLN and each row of :data:`LNLN_ABLATION_ROWS` (the LNLN preset with parts switched off),
+  trained under protocol A like the grid's ``lnln`` cells (the full model IS that cell): each test metric averaged
+  over the ten rates r, per seed, under the names ``<row>.<metric>``.
 - ``mme``, ``mpd``, ``dpw``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`, which
   trains its ablation rows itself, one shared first stage per seed).
 
@@ -34,7 +37,17 @@ from .data.mmsa import MMSADataset
 
 log = logging.getLogger(__name__)
 
-KEYS = ("mme", "mpd", "dpw", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor")
+KEYS = ("mme", "mpd", "dpw", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor", "lnln_ablation")
+# LNLN's ablation (chapter 7): name -> the switches of the LNLN preset it turns off (the adversarial part needs DMC)
+LNLN_ABLATION = {
+    "without DMC": {"use_dmc": False},
+    "without reconstructor": {"use_reconstructor": False},
+    "without adversarial": {"use_adversarial": False},
+    "ALMT-like (all off)": {"use_dmc": False, "use_reconstructor": False, "use_adversarial": False},
+}
+# the rows measured into mechanisms.json (chapter 7's default; "without adversarial" is one parameter away there)
+LNLN_ABLATION_ROWS = ("without DMC", "without reconstructor", "ALMT-like (all off)")
+LNLN_ABLATION_METRICS = ("MAE", "Acc-2 non-0", "F1 non-0", "Corr")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -191,6 +204,47 @@ def grid_run(results_dir, model: str, protocol: str, seed: int, variant: str, sh
     return m, ds
 
 
+def ablation_run(results_dir, row: str, seed: int, variant: str, shape: str = "small", threads: int | None = 1):
+    """The results.csv records of one row of :data:`LNLN_ABLATION` (protocol A, the grid's LNLN cell with the row's
+    switches off), trained first into ``<results_dir>/runs/lnln-A-<seed>-<row>/`` if no finished run is there (an
+    interrupted one resumes). One thread, as the grid's cells and the chapters train."""
+    import pandas as pd
+
+    from .experiment import run
+    from .reproduce import Cell, cell_config
+
+    cell = Cell("lnln", "A", seed)
+    over = {"data": {"synth_variant": variant, "synth_shape": shape}, "model_config": dict(LNLN_ABLATION[row]),
+            "train": {"threads": threads}}
+    cfg, _ = cell_config(cell, "synth", overrides=over, out=results_dir)
+    folder = Path(results_dir) / "runs" / f"{cell.name}-{row.split(' (')[0].replace(' ', '_')}"
+    cfg.train.out_dir = str(folder)
+    if not (folder / "results.csv").is_file():
+        log.info("training %s for the LNLN ablation", folder.name)
+        run(cfg)
+    return pd.read_csv(folder / "results.csv")
+
+
+def _over_rates(records) -> dict:
+    """Each metric of :data:`LNLN_ABLATION_METRICS` averaged over the ten protocol-A test rates."""
+    r = records[(records.protocol == "A") & (records.setting == "rate")]
+    return {m: float(r[r.metric == m].value.mean()) for m in LNLN_ABLATION_METRICS}
+
+
+def measure_lnln_ablation(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small",
+                          rows=LNLN_ABLATION_ROWS) -> dict[str, dict]:
+    """The ``lnln_ablation`` entry: the grid's LNLN cell and each ablation row, per seed (see the module docstring)."""
+    import pandas as pd
+
+    per = {}
+    for s in seeds:
+        grid_run(results_dir, "lnln", "A", s, variant, shape)  # trains the grid's cell if it is not finished
+        full = pd.read_csv(Path(results_dir) / "runs" / f"lnln-A-{s}" / "results.csv")
+        per[s] = {"LNLN": _over_rates(full), **{r: _over_rates(ablation_run(results_dir, r, s, variant, shape))
+                                                 for r in rows}}
+    return {"lnln_ablation": entry(variant, per)}
+
+
 def measure_lnln(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small") -> dict[str, dict]:
     per = {"lnln_dmc": {}, "lnln_reconstructor": {}}
     truth = None
@@ -210,6 +264,8 @@ def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "s
     meta = {"dataset": synth.dataset_name(shape, variant), "variant": variant, "generator_version": synth.VERSION}
     if only is None or "lnln" in only:
         entries.update(measure_lnln(results_dir, variant, seeds, shape))
+    if only is None or "lnln" in only or "lnln_ablation" in only:
+        entries.update(measure_lnln_ablation(results_dir, variant, seeds, shape))
     if only is None or "promma" in only:  # ProMMA's ablation rows share their first stage: trained here, not in the grid
         from .experiment import load_dataset
         from .mechanisms_promma import promma_mechanisms, seed_commits
@@ -230,7 +286,8 @@ def add_arguments(p) -> None:
     p.add_argument("--results", help="the grid's folder (default: results/synth-<shape>-<variant>)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     p.add_argument("--shape", default="small", choices=sorted(synth.SHAPES))
-    p.add_argument("--only", nargs="+", choices=["lnln", "promma"], help="measure only these methods' mechanisms")
+    p.add_argument("--only", nargs="+", choices=["lnln", "lnln_ablation", "promma"],
+                   help="measure only these methods' mechanisms (lnln_ablation: LNLN's ablation rows alone)")
 
 
 def cli(a) -> None:

@@ -102,3 +102,9 @@ def run_cli(args, cache_dir, timeout=120, **kw) -> subprocess.CompletedProcess:
     """Run ``python -m mmsa_core ARGS`` in a subprocess (cwd = repo root) and capture its output."""
     return subprocess.run([sys.executable, "-m", "mmsa_core", *map(str, args)], cwd=REPO, env=cli_env(cache_dir),
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+# Under pytest-xdist (make test-unit: -n $(JOBS)) the workers share the cores: one torch thread per core each, so
+# that two workers on two cores do not run four threads (tests that need a count set it themselves).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))

@@ -18,7 +18,7 @@ import torch
 from mmsa_core import metrics, missing
 from mmsa_core.config import PRESETS_DIR, RunConfig, config_hash, load_config
 from mmsa_core.data.mmsa import Batch, DataSpec
-from mmsa_core.evaluate import predict, sweep
+from mmsa_core.evaluate import predict
 from mmsa_core.experiment import model_config
 from mmsa_core.models import build_model, get_model_class
 from mmsa_core.models import lnln as lnln_module
@@ -387,37 +387,24 @@ def test_cpu_bf16_autocast(monkeypatch, caplog):
 
 @pytest.fixture(scope="module")
 def trained(synth_ds, tmp_path_factory):
-    """LNLN and the baseline, each trained once with its embedded-default preset (lnln_default.yaml,
-    baseline_default.yaml: the same train settings) on the embedded default (selected on validation as
-    usual), then swept over the test rates of protocol A."""
+    """LNLN trained once with its embedded-default preset (lnln_default.yaml) on the embedded default, on one
+    thread as the grid and the chapters train it (selected on validation as usual). That the late-fusion baseline
+    leads LNLN on this testbed is held over three seeds by tests/test_reference.py, not by one run here."""
     threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    base = load_config(PRESETS_DIR / "lnln_default.yaml")
-    assert load_config(PRESETS_DIR / "baseline_default.yaml").train == base.train  # like for like
-    out = {}
+    preset = load_config(PRESETS_DIR / "lnln_default.yaml")
     try:
-        for name in ("lnln", "baseline"):
-            preset = load_config(PRESETS_DIR / f"{name}_default.yaml")
-            cfg = replace(preset, train=replace(preset.train, out_dir=str(tmp_path_factory.mktemp(name)), progress=False))
-            set_seed(cfg.train.seed, True, 2)
-            model = build_model(name, model_config(cfg), synth_ds.spec)
-            t0 = time.perf_counter()
-            res = fit(model, synth_ds, cfg.train, cfg.train.out_dir, config_hash(cfg))
-            wall = time.perf_counter() - t0
-            records = sweep(model.eval(), synth_ds["test"].data, synth_ds.spec, "A", cfg.train.eval_seed, "test")
-            out[name] = {"model": model, "records": records, "train_s": wall, "best_epoch": res.best_epoch}
+        cfg = replace(preset, train=replace(preset.train, out_dir=str(tmp_path_factory.mktemp("lnln")), progress=False))
+        set_seed(cfg.train.seed, True, 1)
+        model = build_model("lnln", model_config(cfg), synth_ds.spec)
+        t0 = time.perf_counter()
+        res = fit(model, synth_ds, cfg.train, cfg.train.out_dir, config_hash(cfg))
+        wall = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(det, warn_only=warn)
-    print(f"\ntraining on 2 threads ({base.train.epochs} epochs): LNLN {out['lnln']['train_s']:.1f} s, "
-          f"baseline {out['baseline']['train_s']:.1f} s")
-    return out
-
-
-def mean_over_rates(records, metric: str) -> float:
-    values = [r["value"] for r in records if r["setting"] == "rate" and r["metric"] == metric]
-    assert len(values) == 10
-    return float(np.mean(values))
+    print(f"\ntraining LNLN on 1 thread ({preset.train.epochs} epochs): {wall:.1f} s")
+    return {"lnln": {"model": model.eval(), "train_s": wall, "best_epoch": res.best_epoch}}
 
 
 def spearman(x, y) -> float:
@@ -477,16 +464,6 @@ def test_dropped_frames_cannot_leak(trained, synth_ds):
         p_kept = model(b.with_(audio=noisy(b.audio, ~b.audio_mask), vision=noisy(b.vision, ~b.vision_mask))).pred
     torch.testing.assert_close(p_garbage, p, rtol=0, atol=1e-5)
     assert (p_kept - p).abs().max() > 1e-2
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="a finding of the testbed, not a defect: the late-fusion baseline leads the grid "
-                   "(chapter 8; tests/test_reference.py holds it over 3 seeds). strict: if LNLN starts to win, the "
-                   "book's prose must change")
-def test_beats_the_baseline(trained):
-    mae = {k: mean_over_rates(v["records"], "MAE") for k, v in trained.items()}
-    print(f"\nmean test MAE over r = 0.0..0.9: LNLN {mae['lnln']:.4f}, baseline {mae['baseline']:.4f}")
-    assert mae["lnln"] < mae["baseline"]
 
 
 @pytest.mark.slow

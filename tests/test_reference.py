@@ -167,6 +167,9 @@ def test_what_chapters_8_and_9_say_holds():
     assert (ours_b.max() - ours_b.min()).max() < 0.06  # chapter 9: our five within about 0.05 under B
     above = b_rates.loc["mplmm_authors"] - ours_b.max()
     assert 0.07 < above.min() and above.max() < 0.16  # ... the authors' MPLMM another 0.08 to 0.15 above
+    mae = R.paper_table(red, ["MAE"], numeric=True)["MAE"]
+    for proto in ("A", "B"):  # the late-fusion baseline leads LNLN (and every other trained row) over three seeds
+        assert mae[("baseline", proto)] == mae.xs(proto, level="train_protocol").drop("oracle").min(), proto
     rates = a_rates.drop("lnln_authors")  # our rows
     at9 = rates[0.9]
     assert min(at9[["promma", "mplmm"]]) > max(at9[["lnln", "almt", "baseline"]])  # their backbone falls behind at r 0.9

@@ -153,45 +153,55 @@ def mechanisms(results: str | Path | None = None) -> dict:
     return read(reference_dir(results) / "mechanisms.json")
 
 
+def _stat(e: dict, name: str) -> tuple[float, float]:
+    """(mean, std) of one number of a mechanisms.json entry. LNLN's entries hold ``mean`` and ``std`` dicts of flat
+    names (``"text.error"``); ProMMA's hold one ``{mean, std, values}`` per number, nested, named here by their path
+    with ``/`` (``"auc_vs_truth"``, ``"metrics/evaluator/MAE over eta"``)."""
+    if isinstance(e.get("mean"), dict) and name in e["mean"]:
+        return e["mean"][name], e["std"][name]
+    leaf = e
+    for part in name.split("/"):
+        leaf = leaf[part]
+    return leaf["mean"], leaf["std"]
+
+
 def mechanism_table(key: str, names: dict[str, str] | None = None, variants=("redundant", "complementary"),
                     digits: int = 3) -> pd.DataFrame:
     """One mechanism's numbers (key of mechanisms.json) on each variant, as "mean ± std" over its seeds; rows the
-    numbers (``names``: which, and how to label them; default all of LNLN's), columns the variants. LNLN's keys hold
-    ``mean`` and ``std`` dicts of flat names (``"text.error"``); ProMMA's hold one ``{mean, std, values}`` per number,
-    nested, named here by their path with ``/`` (``"auc_vs_truth"``, ``"metrics/evaluator/MAE over eta"``)."""
-
-    def stat(e, name):
-        if isinstance(e.get("mean"), dict) and name in e["mean"]:
-            return e["mean"][name], e["std"][name]
-        leaf = e
-        for part in name.split("/"):
-            leaf = leaf[part]
-        return leaf["mean"], leaf["std"]
-
+    numbers (``names``: which, and how to label them, as :func:`_stat` names them; default all of an LNLN key's),
+    columns the variants."""
     cols = {}
     for v in variants:
         e = mechanisms(v)[key]
         keys = list(names) if names else sorted(e["mean"])
         cols[f"{v} ({len(e['seeds'])} seeds)"] = {
-            (names or {}).get(k, k): "{:.{d}f} ± {:.{d}f}".format(*stat(e, k), d=digits) for k in keys}
+            (names or {}).get(k, k): "{:.{d}f} ± {:.{d}f}".format(*_stat(e, k), d=digits) for k in keys}
     df = pd.DataFrame(cols)
     df.index.name = key
     return df
 
 
-def ablation_reference(metrics=("MAE over eta", "Acc-2 non-0 over eta", "MAE incomplete modes"),
+def ablation_reference(key: str = "ablation", metrics=("MAE over eta", "Acc-2 non-0 over eta", "MAE incomplete modes"),
                        variants=("redundant", "complementary"), digits: int = 3) -> pd.DataFrame:
-    """ProMMA's committed ablation (key ``ablation`` of mechanisms.json, measured by
-    :func:`mmsa_core.mechanisms_promma.promma_mechanisms`): one row per variant of the model, one column per
-    testbed variant and metric, "mean ± std" over the seeds (accuracies in %)."""
+    """A committed ablation of mechanisms.json: ProMMA's (``"ablation"``, rows under ``rows``, measured by
+    :func:`mmsa_core.mechanisms_promma.promma_mechanisms`) or LNLN's (``"lnln_ablation"``, numbers named
+    ``<row>.<metric>``, by :func:`mmsa_core.mechanisms.measure_lnln_ablation`). One row per variant of the model,
+    one column per testbed variant and metric, "mean ± std" over the seeds (accuracies in %)."""
+    from ..mechanisms import LNLN_ABLATION
+    from ..mechanisms_promma import ABLATION
+
+    order = ["ProMMA", *ABLATION, "LNLN", *LNLN_ABLATION]
     cols = {}
     for v in variants:
-        e = mechanisms(v)["ablation"]
+        e = mechanisms(v)[key]
+        rows = list(e["rows"]) if "rows" in e else list(dict.fromkeys(n.split(".")[0] for n in e["mean"]))
+        rows.sort(key=lambda r: order.index(r) if r in order else len(order))  # the file's keys are sorted
         for m in metrics:
             pct = 100 if m.startswith(PERCENT_PREFIXES) else 1
             d = digits - 2 if pct == 100 else digits
+            name = (lambda r: f"rows/{r}/{m}") if "rows" in e else (lambda r: f"{r}.{m}")
             cols[(f"{v} ({len(e['seeds'])} seeds)", m)] = {
-                name: f"{row[m]['mean'] * pct:.{d}f} ± {row[m]['std'] * pct:.{d}f}" for name, row in e["rows"].items()}
+                r: "{:.{d}f} ± {:.{d}f}".format(*(x * pct for x in _stat(e, name(r))), d=d) for r in rows}
     df = pd.DataFrame(cols)
     df.index.name = "variant"
     return df
