@@ -61,7 +61,8 @@ test-unit: env
 	$(PY) -m pytest tests -q -m "not book" -n $(JOBS) --dist loadfile
 
 # every chapter end to end under papermill with its default parameters, as on Colab: the wheel installed into a
-# fresh virtualenv outside the checkout, the chapters run from an empty folder (executed copies in _build/executed)
+# fresh virtualenv outside the checkout (with the book extra's dependencies linked from $(VENV): add --fresh-deps to
+# install them from the registry), the chapters run from an empty folder (executed copies in _build/executed)
 test-notebooks: env
 	$(PY) tools/test_wheel.py --out _build/executed -j $(JOBS)
 

@@ -225,7 +225,7 @@ def ablation_run(results_dir, row: str, seed: int, variant: str, shape: str = "s
     return pd.read_csv(folder / "results.csv")
 
 
-def _over_rates(records) -> dict:
+def over_rates(records) -> dict:
     """Each metric of :data:`LNLN_ABLATION_METRICS` averaged over the ten protocol-A test rates."""
     r = records[(records.protocol == "A") & (records.setting == "rate")]
     return {m: float(r[r.metric == m].value.mean()) for m in LNLN_ABLATION_METRICS}
@@ -240,7 +240,7 @@ def measure_lnln_ablation(results_dir, variant: str, seeds=(1111, 1112, 1113), s
     for s in seeds:
         grid_run(results_dir, "lnln", "A", s, variant, shape)  # trains the grid's cell if it is not finished
         full = pd.read_csv(Path(results_dir) / "runs" / f"lnln-A-{s}" / "results.csv")
-        per[s] = {"LNLN": _over_rates(full), **{r: _over_rates(ablation_run(results_dir, r, s, variant, shape))
+        per[s] = {"LNLN": over_rates(full), **{r: over_rates(ablation_run(results_dir, r, s, variant, shape))
                                                  for r in rows}}
     return {"lnln_ablation": entry(variant, per)}
 

@@ -137,3 +137,43 @@ def test_what_chapter_5_says_of_the_ablation_dpw_and_mpdc_holds(mech):
     assert pairs_below_mplmm == 5  # "in 5 of the 6 (seed, variant) pairs"
     red, comp = mech["redundant"]["dpw"], mech["complementary"]["dpw"]
     assert red["weight_drop_missing_source"]["mean"] > comp["weight_drop_missing_source"]["mean"]
+
+
+# ------------------------------------------------------------------ the committed ablations and the chapters' check
+def test_the_lnln_ablation_row_of_the_full_model_is_the_grids_lnln_cell(mech):
+    """lnln_ablation's "LNLN" row is each seed's lnln cell of the committed grid (protocol A), averaged over the ten
+    rates; book.reference_check compares a chapter's run the same way, and says False when one number differs."""
+    from types import SimpleNamespace
+
+    from mmsa_core import book, results as R
+    from mmsa_core.data import synth
+
+    for v in VARIANTS:
+        rec = R.load_records(REFERENCE_GRIDS[v] / "records.csv")
+        for s in (1111, 1112, 1113):
+            cell = rec[(rec.model == "lnln") & (rec.train_protocol == "A") & (rec.seed == s)]
+            run = SimpleNamespace(records=cell, data=SimpleNamespace(name=synth.dataset_name("small", v)),
+                                  config=SimpleNamespace(model="lnln", train=SimpleNamespace(seed=s)))
+            tab, same = book.reference_check(run)
+            assert same, (v, s, tab)
+            assert mech[v]["lnln_ablation"]["per_seed"][str(s)]["LNLN.MAE"] == M.over_rates(cell)["MAE"]
+        changed = cell.assign(value=cell.value + (cell.metric == "MAE") * 1e-9)
+        assert not book.reference_check(SimpleNamespace(records=changed, data=run.data, config=run.config))[1]
+    with pytest.raises(ValueError, match="seeds"):
+        book.reference_check(SimpleNamespace(records=cell, data=run.data,
+                                             config=SimpleNamespace(model="lnln", train=SimpleNamespace(seed=7))))
+
+
+def test_ablation_reference_reads_both_layouts():
+    from mmsa_core import book
+
+    p = book.ablation_reference()
+    assert list(p.index) == ["ProMMA", "without MME", "without MPD", "without DPW", "without MPDC",
+                             "without generation loss", "MPLMM-style"]
+    doc = book.mechanisms("redundant")["ablation"]["rows"]["ProMMA"]["MAE over eta"]
+    assert p.loc["ProMMA", ("redundant (3 seeds)", "MAE over eta")] == f"{doc['mean']:.3f} ± {doc['std']:.3f}"
+    q = book.ablation_reference("lnln_ablation", metrics=("MAE", "Acc-2 non-0"))
+    assert list(q.index) == ["LNLN", "without DMC", "without reconstructor", "ALMT-like (all off)"]
+    e = book.mechanisms("complementary")["lnln_ablation"]
+    want = f"{100 * e['mean']['without DMC.Acc-2 non-0']:.1f} ± {100 * e['std']['without DMC.Acc-2 non-0']:.1f}"
+    assert q.loc["without DMC", ("complementary (3 seeds)", "Acc-2 non-0")] == want

@@ -31,14 +31,14 @@ This package sits at the top of ``mmsa_core``: it may import any of it; nothing 
 from . import benchmarks, data, grid, lnln, promma, runs, tables, testbed
 from .benchmarks import BENCHMARK_RESULTS, benchmark_files, benchmark_table, lnln_epochs, lnln_ratios, speedups
 from .data import KEY_MEANINGS, achieved, examples, format_table, modes_table, probe, token_table
-from .grid import (REFERENCE_GRID, REFERENCE_GRIDS, REFERENCE_WALK, ablation_reference, grid_findings, mechanism_table, mechanisms, Reference, grid_summary, live_cell, mode_means, optimism, reference, reference_acc2,
+from .grid import (REFERENCE_GRID, REFERENCE_GRIDS, REFERENCE_WALK, ablation_reference, grid_findings, reference_check, mechanism_table, mechanisms, Reference, grid_summary, live_cell, mode_means, optimism, reference, reference_acc2,
                    reference_dir, robustness_curves)
 from .lnln import (LNLN_ABLATIONS, ablation_switches, attention_summary, completeness_scores, hyper_attention,
                    lnln_ablation, lnln_diagnostics, lnln_parts, one_modality_sweep, reconstruction_crossover,
                    reconstruction_curves, spearman, training_trace)
 from .promma import (PAIR_NAMES, PROMMA_VARIANTS, dpw_weights, imputation_compare, initial_model,
                      loss_history, mme_decisions, mpdc_table, orth_table, orth_terms, prompt_cosines, prompt_norms,
-                     prompt_points, promma_variant, reference_check, same_pretrained_backbone, stage_history, stage_model,
+                     prompt_points, promma_variant, same_pretrained_backbone, stage_history, stage_model,
                      stages_table)
 from .runs import (NOT_TRAINING_CODE, TrainedRun, code_fingerprint, config, data_config, dataset_family, hub_models,
                    is_checkout, is_synth, load, model_device, preserved_rng, preset_name, preset_path, read_json, require_hub,

@@ -207,6 +207,38 @@ def ablation_reference(key: str = "ablation", metrics=("MAE over eta", "Acc-2 no
     return df
 
 
+def reference_check(run, row: str | None = None) -> tuple[pd.DataFrame, bool]:
+    """A chapter's ``run`` on the embedded testbed, trained now or read from the cache, against the committed ablation
+    row it is part of (same row, same seed, the run's testbed variant): ProMMA's ``ablation`` (``row`` default
+    "ProMMA", summarised by :func:`mmsa_core.mechanisms_promma.ablation_row`) or LNLN's ``lnln_ablation`` (``row``
+    default "LNLN", each metric averaged over the ten protocol-A rates of the run's records). Returns the two rows
+    ("committed (seed s)", "this run") and whether every number is identical."""
+    from ..data import synth
+    from ..mechanisms import over_rates
+
+    variant = next((v for v in synth.VARIANTS if run.data.name == synth.dataset_name("small", v)), None)
+    if variant is None:
+        raise ValueError(f"{run.data.name}: not the embedded testbed at its default size, whose measurement ships "
+                         f"with the package ({[synth.dataset_name('small', v) for v in sorted(synth.VARIANTS)]})")
+    seed = run.config.train.seed
+    if run.config.model == "lnln":
+        e, row = mechanisms(variant)["lnln_ablation"], row or "LNLN"
+        now = over_rates(run.records)
+        committed = {m: e["per_seed"][str(seed)][f"{row}.{m}"] for m in now} if str(seed) in e["per_seed"] else None
+    else:
+        from ..mechanisms_promma import ablation_row
+
+        e, row = mechanisms(variant)["ablation"], row or "ProMMA"
+        k = e["seeds"].index(seed) if seed in e["seeds"] else None
+        committed = None if k is None else {m: v["values"][k] for m, v in e["rows"][row].items()}
+        now = ablation_row(run.model, run.data) if committed else {}
+    if committed is None:
+        raise ValueError(f"mechanisms.json of {variant!r} has seeds {e['seeds']}, not this run's seed {seed}")
+    tab = pd.DataFrame({f"committed (seed {seed})": committed, "this run": {m: now[m] for m in committed}}).T
+    tab.index.name = row
+    return tab.round(4), all(now[m] == committed[m] for m in committed)
+
+
 def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed: int = 1111,
               metrics: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """Re-train one cell of the grid now, with the configuration recorded for it, and compare it with its
@@ -231,5 +263,5 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     return percent_rounded(tab), summary
 
 
-__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "REFERENCE_WALK", "ablation_reference", "grid_findings", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
+__all__ = ["REFERENCE_GRID", "REFERENCE_GRIDS", "REFERENCE_WALK", "ablation_reference", "grid_findings", "reference_check", "mechanism_table", "mechanisms", "grid_summary", "live_cell", "mode_means", "optimism", "Reference", "reference", "reference_acc2",
            "reference_dir", "robustness_curves"]

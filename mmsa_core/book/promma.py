@@ -93,32 +93,6 @@ def same_pretrained_backbone(a: TrainedRun, b: TrainedRun) -> bool:
     return bool(shared) and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in shared)
 
 
-def reference_check(run: TrainedRun, name: str = "ProMMA") -> tuple[pd.DataFrame, bool]:
-    """A chapter's ``run`` on the embedded testbed (the ablation row ``name``, trained now or read from the cache)
-    summarised as the committed ablation summarises each row (:func:`mmsa_core.mechanisms_promma.ablation_row`:
-    test MAE and binary accuracy over the ten eta and the six incomplete modes), beside the committed numbers of the
-    same row and seed in the mechanisms.json of the run's testbed variant. Returns the two rows and whether every
-    number is identical."""
-    from ..data import synth
-    from ..mechanisms_promma import ablation_row
-    from .grid import mechanisms
-
-    variant = next((v for v in synth.VARIANTS if run.data.name == synth.dataset_name("small", v)), None)
-    if variant is None:
-        raise ValueError(f"{run.data.name}: not the embedded testbed at its default size, whose measurement ships "
-                         f"with the package ({[synth.dataset_name('small', v) for v in sorted(synth.VARIANTS)]})")
-    e = mechanisms(variant)["ablation"]
-    seed = run.config.train.seed
-    if seed not in e["seeds"]:
-        raise ValueError(f"mechanisms.json of {variant!r} has seeds {e['seeds']}, not this run's seed {seed}")
-    k = e["seeds"].index(seed)
-    committed = {m: v["values"][k] for m, v in e["rows"][name].items()}
-    now = ablation_row(run.model, run.data)
-    tab = pd.DataFrame({f"committed (seed {seed})": committed, "this run": {m: now[m] for m in committed}}).T
-    tab.index.name = name
-    return tab.round(4), all(now[m] == committed[m] for m in committed)
-
-
 # ------------------------------------------------------------ MME: the missing modality evaluator (chapter 3)
 _MME_DECISIONS: dict[tuple, pd.DataFrame] = {}
 
@@ -357,5 +331,5 @@ def mpdc_table(run: TrainedRun, eta: float = 0.7, n: int = 64) -> pd.DataFrame:
 
 __all__ = ["PAIR_NAMES", "PROMMA_VARIANTS", "dpw_weights", "imputation_compare", "initial_model",
            "loss_history", "mme_decisions", "mpdc_table", "orth_table", "orth_terms", "promma_variant",
-           "prompt_cosines", "prompt_norms", "prompt_points", "reference_check", "same_pretrained_backbone", "stage_history",
+           "prompt_cosines", "prompt_norms", "prompt_points", "same_pretrained_backbone", "stage_history",
            "stage_model", "stages_table"]
