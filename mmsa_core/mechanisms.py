@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from . import missing
+from .metrics import spearman
 from .data import synth
 from .data.mmsa import MMSADataset
 
@@ -51,12 +52,6 @@ LNLN_ABLATION_METRICS = ("MAE", "Acc-2 non-0", "F1 non-0", "Corr")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-def spearman(x, y) -> float:
-    rx = np.argsort(np.argsort(np.asarray(x, float)))
-    ry = np.argsort(np.argsort(np.asarray(y, float)))
-    return float(np.corrcoef(rx, ry)[0, 1])
-
 
 def ridge_r2(x_train, y_train, x_test, y_test, lam: float = 1.0) -> float:
     """Test R^2 of a ridge regression (with intercept) fitted on train."""

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from . import metrics, missing
+from .metrics import spearman
 from .config import load_config
 from .data.mmsa import MMSADataset
 from .evaluate import predict
@@ -150,12 +151,6 @@ def auc(score, label) -> float:
         ranks[order[i : j + 1]] = 0.5 * (i + j) + 1
         i = j + 1
     return float((ranks[label].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def spearman(x, y) -> float:
-    rx = np.argsort(np.argsort(x)).astype(float)
-    ry = np.argsort(np.argsort(y)).astype(float)
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def _scores(pred, data, language) -> dict:

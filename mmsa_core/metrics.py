@@ -33,6 +33,21 @@ def pearson(p, y) -> float:
     return float(np.corrcoef(p, y)[0, 1])
 
 
+def ranks(x) -> np.ndarray:
+    """Ranks 1..n of ``x``, tied values sharing the mean of their ranks."""
+    x = np.asarray(x, np.float64)
+    r = np.empty(len(x))
+    r[np.argsort(x, kind="mergesort")] = np.arange(1, len(x) + 1)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inv, weights=r) / counts)[inv]
+
+
+def spearman(x, y) -> float:
+    """Spearman's rank correlation of two sequences (tied values share their mean rank): the Pearson correlation of
+    their :func:`ranks`."""
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
 def mosi_metrics(pred, label) -> dict[str, float]:
     p = np.asarray(pred, np.float64).reshape(-1)
     y = np.asarray(label, np.float64).reshape(-1)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mmsa_core import metrics, missing
+from mmsa_core.metrics import spearman
 from mmsa_core.config import PRESETS_DIR, RunConfig, config_hash, load_config
 from mmsa_core.data.mmsa import Batch, DataSpec
 from mmsa_core.evaluate import predict
@@ -405,11 +406,6 @@ def trained(synth_ds, tmp_path_factory):
         torch.use_deterministic_algorithms(det, warn_only=warn)
     print(f"\ntraining LNLN on 1 thread ({preset.train.epochs} epochs): {wall:.1f} s")
     return {"lnln": {"model": model.eval(), "train_s": wall, "best_epoch": res.best_epoch}}
-
-
-def spearman(x, y) -> float:
-    rx, ry = (np.argsort(np.argsort(v)).astype(float) for v in (np.asarray(x), np.asarray(y)))
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 @pytest.mark.slow

@@ -141,3 +141,14 @@ def test_compute_dispatches_on_language():
     assert set(compute([0.1, 0.2], [0.3, -0.1], "zh")) == {"Acc-2", "Acc-3", "Acc-5", "F1", "MAE", "Corr"}
     assert "Acc-7" in compute([0.1, 0.2], [0.3, -0.1], "en")
     assert "Acc-7" in compute([0.1, 0.2], [0.3, -0.1])
+
+
+def test_spearman_gives_tied_values_their_mean_rank():
+    """One rank correlation for the whole package (mechanisms, mechanisms_promma, the book): ties share their mean
+    rank, so the result does not depend on the order of the tied samples (an argsort of argsort would)."""
+    from mmsa_core.metrics import ranks, spearman
+
+    assert ranks([3.0, 1.0, 2.0, 2.0]).tolist() == [4.0, 1.0, 2.5, 2.5]
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(spearman([1, 2, 2, 3], [1, 3, 2, 4]))  # tie order
+    assert spearman([1, 5, 2, 9], [0.1, 0.7, 0.3, 0.8]) == pytest.approx(1.0)  # monotone

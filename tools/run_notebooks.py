@@ -23,6 +23,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT_S = 900  # a hung kernel fails the run instead of blocking it
+# started first: these chapters train the runs that the others reuse from the cache (and would otherwise wait for on
+# its lock): LNLN's of chapters 6-7 and ProMMA's of chapters 3-5, the two longest trainings of the book
+START_FIRST = ("06_lnln_dmc", "03_promma_evaluator")
 VOLATILE_NB_KEYS = ("papermill",)
 VOLATILE_CELL_KEYS = ("papermill", "execution")
 
@@ -62,6 +65,7 @@ def main() -> int:
     a = ap.parse_args()
     cwd = Path(a.cwd).resolve() if a.cwd else None
     nbs = [Path(p).resolve() for p in a.notebooks] or sorted((ROOT / "book").glob("*.ipynb"))
+    nbs.sort(key=lambda p: START_FIRST.index(p.stem) if p.stem in START_FIRST else len(START_FIRST))  # stable
     outs = {}
     for nb in nbs:
         if a.inplace:

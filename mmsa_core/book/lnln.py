@@ -11,6 +11,7 @@ import torch
 
 from .. import metrics as M
 from .. import missing
+from ..metrics import spearman  # noqa: F401 - book.spearman, for chapter 6
 from ..data.mmsa import MMSADataset
 from ..utils import set_seed
 from .runs import TrainedRun, model_device, preserved_rng, run_lock, trained
@@ -59,13 +60,6 @@ def lnln_parts(model, paper: str | None = "mosi") -> pd.DataFrame:
 
 
 # -------------------------------------------------- DMC: completeness check, proxy, discriminator (chapter 6)
-def spearman(x, y) -> float:
-    """Spearman's rank correlation of two sequences (tied values share their mean rank)."""
-    rx = pd.Series(np.asarray(x, np.float64)).rank().to_numpy()
-    ry = pd.Series(np.asarray(y, np.float64)).rank().to_numpy()
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def one_modality_sweep(model, data: MMSADataset, rates=(0.0, 0.3, 0.5, 0.7, 0.9), seed: int = 0, split: str = "test",
                        metrics: list[str] | None = None) -> pd.DataFrame:
     """Tidy rows (corrupted, level, metric, value): the model's test metrics when protocol A at rate r corrupts ONE
