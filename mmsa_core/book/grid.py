@@ -224,7 +224,7 @@ def reference_check(run, row: str | None = None) -> tuple[pd.DataFrame, bool]:
     if run.config.model == "lnln":
         e, row = mechanisms(variant)["lnln_ablation"], row or "LNLN"
         now = over_rates(run.records)
-        committed = {m: e["per_seed"][str(seed)][f"{row}.{m}"] for m in now} if str(seed) in e["per_seed"] else None
+        committed = {m: e["per_seed"][str(seed)][row][m] for m in now} if str(seed) in e["per_seed"] else None
     else:
         from ..mechanisms_promma import ablation_row
 
