@@ -61,6 +61,16 @@ def build_wheel(work: Path) -> Path:
     return wheels[0]
 
 
+def _installed(name: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(name)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
 def book_requirements(wheel: Path) -> list[str]:
     """The requirements of the wheel with its ``book`` extra, read from the wheel's own METADATA (not from the
     project's environment, so a dependency added to pyproject.toml and not installed here fails this test)."""
@@ -165,6 +175,7 @@ def main() -> int:
     if any(work.iterdir()):
         raise SystemExit(f"--work {work} is not empty")
     try:
+        had_own = _installed("mmsa_core")  # the checkout's editable install, which nothing here may touch
         wheel = build_wheel(work)
         prefix = (work / "venv").resolve()
         venv.create(prefix, with_pip=a.fresh_deps)
@@ -183,10 +194,14 @@ def main() -> int:
             dists = [d for d in dependency_closure(book_requirements(wheel))
                      if d.metadata["Name"].replace("-", "_") != "mmsa_core"]
             dists.append(metadata.distribution(TEXT_ENCODER))  # without its dependencies, as the Makefile installs it
+            dists.append(metadata.distribution("pip"))  # the virtualenv's own pip installs the wheel below
             n = link_distributions(dists, site, prefix)
             print(f"linked {len(dists)} distributions ({n} files) of {sys.prefix} into {site}", flush=True)
-            # the wheel itself, installed by pip (this environment's: the virtualenv has none) into the virtualenv
-            sh([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--prefix", prefix, wheel])
+            # by the virtualenv's pip: this environment's pip with --prefix would uninstall the checkout's editable
+            # mmsa_core from this environment first
+            sh([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], env=env)
+            if had_own and not _installed("mmsa_core"):
+                raise SystemExit(f"test_wheel: installing the wheel removed mmsa_core from {sys.prefix}")
         run = work / "empty"
         run.mkdir()
         where = subprocess.run([py, "-c", "import mmsa_core; print(mmsa_core.__file__)"], cwd=run, env=env,
