@@ -221,22 +221,22 @@ def reference_check(run, row: str | None = None) -> tuple[pd.DataFrame, bool]:
         raise ValueError(f"{run.data.name}: not the embedded testbed at its default size, whose measurement ships "
                          f"with the package ({[synth.dataset_name('small', v) for v in sorted(synth.VARIANTS)]})")
     seed = run.config.train.seed
-    if run.config.model == "lnln":
-        e, row = mechanisms(variant)["lnln_ablation"], row or "LNLN"
-        now = over_rates(run.records)
-        committed = {m: e["per_seed"][str(seed)][row][m] for m in now} if str(seed) in e["per_seed"] else None
+    lnln = run.config.model == "lnln"
+    e = mechanisms(variant)["lnln_ablation" if lnln else "ablation"]
+    if seed not in e["seeds"]:
+        raise ValueError(f"mechanisms.json of {variant!r} has seeds {e['seeds']}, not this run's seed {seed}")
+    if lnln:
+        row = row or "LNLN"
+        committed, now = e["per_seed"][str(seed)][row], over_rates(run.records)
     else:
         from ..mechanisms_promma import ablation_row
 
-        e, row = mechanisms(variant)["ablation"], row or "ProMMA"
-        k = e["seeds"].index(seed) if seed in e["seeds"] else None
-        committed = None if k is None else {m: v["values"][k] for m, v in e["rows"][row].items()}
-        now = ablation_row(run.model, run.data) if committed else {}
-    if committed is None:
-        raise ValueError(f"mechanisms.json of {variant!r} has seeds {e['seeds']}, not this run's seed {seed}")
-    tab = pd.DataFrame({f"committed (seed {seed})": committed, "this run": {m: now[m] for m in committed}}).T
+        row = row or "ProMMA"
+        committed = {m: v["values"][e["seeds"].index(seed)] for m, v in e["rows"][row].items()}
+        now = ablation_row(run.model, run.data)
+    tab = pd.DataFrame({f"committed (seed {seed})": {m: committed[m] for m in now}, "this run": now}).T
     tab.index.name = row
-    return tab.round(4), all(now[m] == committed[m] for m in committed)
+    return tab.round(4), all(now[m] == committed[m] for m in now)
 
 
 def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed: int = 1111,
