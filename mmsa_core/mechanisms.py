@@ -14,7 +14,7 @@ the file holds one mechanism's numbers on one variant of the testbed, per seed a
 - ``lnln_ablation``: LNLN and each row of :data:`LNLN_ABLATION_ROWS` (the LNLN preset with parts switched off),
   trained under protocol A like the grid's ``lnln`` cells (the full model IS that cell): each test metric averaged
   over the ten rates r, per seed, under the names ``<row>.<metric>``.
-- ``mme``, ``mpd``, ``dpw``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`, which
+- ``mme``, ``mpd``, ``dpw``, ``dpw_decoders``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`, which
   trains its ablation rows itself, one shared first stage per seed).
 
 LNLN's trained models are the reference grid's own cells (``<results>/runs/<model>-<protocol>-<seed>``): a cell that
@@ -38,7 +38,7 @@ from .data.mmsa import MMSADataset
 
 log = logging.getLogger(__name__)
 
-KEYS = ("mme", "mpd", "dpw", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor", "lnln_ablation")
+KEYS = ("mme", "mpd", "dpw", "dpw_decoders", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor", "lnln_ablation")
 # LNLN's ablation (chapter 7): name -> the switches of the LNLN preset it turns off (the adversarial part needs DMC)
 LNLN_ABLATION = {
     "without DMC": {"use_dmc": False},
@@ -261,17 +261,23 @@ def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "s
         entries.update(measure_lnln(results_dir, variant, seeds, shape))
     if only is None or "lnln" in only or "lnln_ablation" in only:
         entries.update(measure_lnln_ablation(results_dir, variant, seeds, shape))
-    if only is None or "promma" in only:  # ProMMA's ablation rows share their first stage: trained here, not in the grid
+    if only is None or "promma" in only or "dpw_decoders" in only:  # ProMMA's rows: trained here, not in the grid
         from .experiment import load_dataset
-        from .mechanisms_promma import promma_mechanisms, seed_commits
+        from .mechanisms_promma import dpw_decoder_mechanisms, promma_mechanisms, seed_commits
         from .config import DataConfig
 
         ds = load_dataset(DataConfig(synth_shape=shape, synth_variant=variant))
         cache = Path(results_dir) / "mechanisms"  # one file per seed: an interrupted measurement resumes
-        entries.update(promma_mechanisms(ds, synth.truth(ds.path), seeds, variant, cache_dir=cache))
-        meta["promma_provenance"] = {
-            "how": "mmsa_core.mechanisms_promma.promma_mechanisms (measure_seed per seed, then combine); one thread, CPU",
-            "measured_at_commit": {str(s): c for s, c in seed_commits(cache, seeds).items()}}
+        if only is None or "promma" in only:
+            entries.update(promma_mechanisms(ds, synth.truth(ds.path), seeds, variant, cache_dir=cache))
+            meta["promma_provenance"] = {
+                "how": "mmsa_core.mechanisms_promma.promma_mechanisms (measure_seed per seed, then combine); one thread, CPU",
+                "measured_at_commit": {str(s): c for s, c in seed_commits(cache, seeds).items()}}
+        if only is None or "dpw_decoders" in only:
+            entries.update(dpw_decoder_mechanisms(ds, synth.truth(ds.path), seeds, variant, cache_dir=cache))
+            meta["dpw_decoders_provenance"] = {
+                "how": "mmsa_core.mechanisms_promma.dpw_decoder_mechanisms (measure_dpw_decoders per seed); one thread, CPU",
+                "measured_at_commit": {str(s): c for s, c in seed_commits(cache, seeds, "dpw-decoders").items()}}
     return write(Path(results_dir) / "mechanisms.json", entries, meta)
 
 
@@ -281,8 +287,9 @@ def add_arguments(p) -> None:
     p.add_argument("--results", help="the grid's folder (default: results/synth-<shape>-<variant>)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     p.add_argument("--shape", default="small", choices=sorted(synth.SHAPES))
-    p.add_argument("--only", nargs="+", choices=["lnln", "lnln_ablation", "promma"],
-                   help="measure only these methods' mechanisms (lnln_ablation: LNLN's ablation rows alone)")
+    p.add_argument("--only", nargs="+", choices=["lnln", "lnln_ablation", "promma", "dpw_decoders"],
+                   help="measure only these methods' mechanisms (lnln_ablation: LNLN's ablation rows alone; "
+                        "dpw_decoders: why ProMMA's DPW weights barely move)")
 
 
 def cli(a) -> None:

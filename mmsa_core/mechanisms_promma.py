@@ -2,7 +2,7 @@
 
 Each ``measure_*`` function takes a trained ProMMA model, the dataset and (where it scores against it) the truth
 of :func:`mmsa_core.data.synth.truth` (``{split: {key: (N,) array}}``, aligned with the split's samples), and
-returns a plain dict of numbers. :func:`train_variants` trains the ablation rows of one seed with a shared first
+returns a plain dict of numbers. :func:`train_variants` trains the ablation rows (and the fast-decoder ProMMA) of one seed with a shared first
 stage; :func:`promma_mechanisms` runs both over seeds and returns the ``mme``, ``mpd``, ``dpw``, ``mpdc`` and
 ``ablation`` entries of ``results/<set>/mechanisms.json`` (the file's writer is not here).
 
@@ -21,6 +21,10 @@ What is measured (all on the test split, protocol B with every sample in one fix
   (mode, modality) cell; and test metrics with the evaluator's gate vs always generating vs never generating.
 - ``mpd``: the mean |change of prediction| when one private part D_m is removed (P_m = P_s), on the modes where m is
   missing vs the modes where it is present.
+- ``dpw_decoders`` (:func:`dpw_decoder_mechanisms`): why the DPW weights barely move. Each trained decoder against
+  a copy fitted further to convergence on the same trained model's inputs (the score gap between a present and a
+  missing source, and the weight drop that the fitted copies would give), and ProMMA trained with decoders that
+  learn 10x faster (:data:`FAST_DECODERS`): its DPW numbers and its test metrics beside ProMMA's.
 - ``ablation``: one row per module switched off, one for the generation loss alone (lambda_gen = 0), the
   MPLMM-style baseline, and ProMMA; test MAE and binary accuracy averaged over the ten eta and over the six
   incomplete modes, per seed, mean and std.
@@ -43,7 +47,7 @@ from .config import load_config
 from .data.mmsa import MMSADataset
 from .evaluate import predict
 from .models import build_model, get_model_class
-from .models.promma import BACKBONE, ProMMA
+from .models.promma import BACKBONE, PAIRS, ProMMA
 from .train import _rng_state, _set_rng_state, fit
 from .utils import set_seed
 
@@ -58,6 +62,11 @@ ABLATION = {
     "without generation loss": ("promma", {"lambda_gen": 0.0}),
     "MPLMM-style": ("mplmm", {}),
 }
+# not an ablation row: ProMMA with DPW's decoders learning 10x faster (their fixed output scale 100 instead of the
+# preset's 10, which under Adam moves their output 10x faster per step), to test why the weights barely move
+FAST_DECODERS = "fast DPW decoders"
+FAST_DECODER_SCALE = 100.0
+VARIANTS = {**ABLATION, FAST_DECODERS: ("promma", {"dpw_decoder_scale": FAST_DECODER_SCALE})}
 INCOMPLETE = range(1, len(missing.MODES))  # the six incomplete protocol-B modes
 SINGLE_MISSING = {0: 1, 1: 2, 2: 3}  # modality -> the mode in which it alone is missing ({a,v}, {l,v}, {l,a})
 
@@ -65,7 +74,7 @@ SINGLE_MISSING = {0: 1, 1: 2, 2: 3}  # modality -> the mode in which it alone is
 # ------------------------------------------------------------------------------------------------ training
 def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: str = "promma_default",
                    out_dir=None, threads: int | None = 1, model_config: dict | None = None) -> dict[str, ProMMA]:
-    """The ablation rows ``names`` of one seed, trained as :func:`mmsa_core.experiment.run` trains each of them,
+    """The rows ``names`` of :data:`VARIANTS` (the ablation rows and the fast-decoder ProMMA) of one seed, trained as :func:`mmsa_core.experiment.run` trains each of them,
     but with stage 1 trained once: every variant builds the same backbone from the seed and trains it identically
     in stage 1 (prompts and modules come from a forked RNG), so each variant starts stage 2 from that checkpoint
     and from the random state stage 1 left. ``model_config`` overrides the preset's for every variant (tests use
@@ -83,7 +92,7 @@ def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: st
         rng0 = _rng_state()
         for name in names:  # every variant is built from the same global state; building leaves the backbone's state
             _set_rng_state(rng0)
-            model_name, over = ABLATION[name]
+            model_name, over = VARIANTS[name]
             cfg_cls, _ = get_model_class(model_name)
             built[name] = build_model(model_name, cfg_cls(**{**rc.model_config, **(model_config or {}), **over}), ds.spec)
         first = built[names[0]]
@@ -215,6 +224,101 @@ def measure_dpw(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split
         out["spearman_weight_vs_source_content"] = rho
         out["spearman_weight_vs_source_content_mean"] = float(np.mean(list(rho.values())))
     return out
+
+
+def _decoder_inputs(model: ProMMA, ds: MMSADataset, split: str) -> dict[int, tuple]:
+    """Stream i of ``PAIRS`` -> (c (n, d), real source z (n, d), source present (n,) bool): what DPW's decoder i reads
+    on ``split`` in each of the 7 protocol-B modes, over the samples whose target modality is present."""
+    data = _test(ds, model, split)
+    z = model._real_pooled(data)  # 3 x (N, d)
+    seen: dict[int, list] = {}
+    hooks = [model.critic[i].register_forward_hook(lambda m, a, o, i=i: seen.setdefault(i, []).append(a[0].detach()))
+             for i in range(len(PAIRS))]
+    try:
+        per = {}
+        for k, present in enumerate(missing.MODES):
+            seen.clear()
+            _per_mode(model, ds, split, modes=[k])
+            for i, (t, s) in enumerate(PAIRS):
+                if present[t]:
+                    c = torch.cat(seen[i])
+                    per.setdefault(i, []).append((c, z[s], torch.full((len(c),), bool(present[s]))))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {i: tuple(torch.cat(x) for x in zip(*v)) for i, v in per.items()}
+
+
+def refit_decoders(model: ProMMA, ds: MMSADataset, steps: int = 2000, lr: float = 1e-3, split: str = "test") -> dict:
+    """Why DPW's weights barely move: a copy of each trained decoder, fitted further to convergence (``steps``
+    full-batch Adam steps on the training split's inputs of the trained, fixed model, every mode), against the decoder
+    as the run left it. Per stream, on ``split``: the score gap present - missing source (nats per dimension:
+    how much more information the decoder claims when the source is there) and the Gaussian NLL of the real source,
+    both decoders; and the weight drop of :func:`measure_dpw` with the fitted decoders in the trained model."""
+    train, test = _decoder_inputs(model, ds, "train"), _decoder_inputs(model, ds, split)
+    fitted = copy.deepcopy(model.critic).requires_grad_(True)
+    streams = {}
+    for i, (t, s) in enumerate(PAIRS):
+        c, z, _ = train[i]
+        opt = torch.optim.Adam(fitted[i].parameters(), lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                opt.zero_grad(set_to_none=True)
+                fitted[i].nll(c, z).backward()
+                opt.step()
+        c, z, present = test[i]
+        row = {}
+        with torch.no_grad():
+            for name, dec in (("in-run", model.critic[i]), ("refit", fitted[i])):
+                score = dec.score(c)
+                row[f"{name} gap"] = float(score[present].mean() - score[~present].mean())
+                row[f"{name} NLL present"] = float(dec.nll(c[present], z[present]))
+                row[f"{name} NLL missing"] = float(dec.nll(c[~present], z[~present]))
+        streams[f"{missing.MODALITIES[t]}<-{missing.MODALITIES[s]}"] = row
+    trained = model.critic
+    model.critic = fitted.requires_grad_(False)
+    try:
+        drop = measure_dpw(model, ds, split=split)["weight_drop_missing_source"]
+    finally:
+        model.critic = trained
+    return {"streams": streams, "in_run_gap": float(np.mean([r["in-run gap"] for r in streams.values()])),
+            "refit_gap": float(np.mean([r["refit gap"] for r in streams.values()])),
+            "weight_drop_refit_decoders": drop, "steps": steps, "lr": lr}
+
+
+DPW_FAST_FIELDS = ("weight_drop_missing_source", "weight_std_across_samples_complete",
+                   "spearman_weight_vs_source_content_mean")
+
+
+def measure_dpw_decoders(ds: MMSADataset, truth, seed: int, preset: str = "promma_default", threads: int | None = 1,
+                         model_config: dict | None = None) -> dict:
+    """One seed of the ``dpw_decoders`` entry: ProMMA and the fast-decoder ProMMA (:data:`FAST_DECODERS`) trained
+    from one shared first stage (:func:`train_variants`; ProMMA is the ablation table's own row), the in-run decoders
+    of ProMMA against refitted ones (:func:`refit_decoders`), and what the fast decoders' weights do (the DPW
+    numbers of :func:`measure_dpw`) and cost (:func:`ablation_row`)."""
+    truth = _truth(truth)
+    models = train_variants(ds, seed, ("ProMMA", FAST_DECODERS), preset, threads=threads, model_config=model_config)
+    full, fast = models["ProMMA"], models[FAST_DECODERS]
+    dpw = measure_dpw(fast, ds, truth)
+    return {"seed": seed, "refit": refit_decoders(full, ds), "ProMMA": ablation_row(full, ds),
+            FAST_DECODERS: {**ablation_row(fast, ds), **{k: dpw[k] for k in DPW_FAST_FIELDS if k in dpw}}}
+
+
+def dpw_decoder_mechanisms(ds: MMSADataset, truth, seeds=SEEDS, variant: str | None = None,
+                           preset: str = "promma_default", threads: int | None = 1, cache_dir=None) -> dict:
+    """The ``dpw_decoders`` entry of mechanisms.json: :func:`measure_dpw_decoders` over ``seeds`` (each kept in
+    ``cache_dir`` as ``dpw-decoders-<seed>.json``, as :func:`promma_mechanisms` keeps its seeds), as mean, std and
+    per-seed values, with every seed's full measurement under ``per_seed``."""
+    results = [_cached(cache_dir, f"dpw-decoders-{s}.json",
+                       {"dataset": ds.name, "fingerprint": ds.fingerprint, "preset": preset, "seed": s,
+                        "fast_decoder_scale": FAST_DECODER_SCALE},
+                       lambda s=s: measure_dpw_decoders(ds, truth, s, preset, threads)) for s in seeds]
+    rows = ("ProMMA", FAST_DECODERS)
+    return {"dpw_decoders": {
+        "seeds": list(seeds), "variant": variant, "preset": preset, "fast_decoder_scale": FAST_DECODER_SCALE,
+        **{f: _mean_std([r["refit"][f] for r in results]) for f in ("in_run_gap", "refit_gap", "weight_drop_refit_decoders")},
+        "rows": {n: {f: _mean_std([r[n][f] for r in results]) for f in results[0][n]} for n in rows},
+        "per_seed": results}}
 
 
 # ------------------------------------------------------------------------------------------------ MPDC
@@ -405,14 +509,20 @@ def promma_mechanisms(ds: MMSADataset, truth, seeds=SEEDS, variant: str | None =
 
 
 def _cached_seed(ds: MMSADataset, truth, seed: int, names, preset: str, threads, cache_dir) -> dict:
+    key = {"dataset": ds.name, "fingerprint": ds.fingerprint, "preset": preset, "rows": list(names), "seed": seed}
+    return _cached(cache_dir, f"promma-{seed}.json", key, lambda: measure_seed(ds, truth, seed, names, preset, threads))
+
+
+def _cached(cache_dir, name: str, key: dict, compute) -> dict:
+    """``compute()``, kept as ``cache_dir/name`` with ``key`` and the commit as soon as it is done, and read back by a
+    later call with the same ``key`` (one that differs is refused by name); no cache when ``cache_dir`` is None."""
     if cache_dir is None:
-        return measure_seed(ds, truth, seed, names, preset, threads)
+        return compute()
     import json
 
     from .utils import git_commit
 
-    key = {"dataset": ds.name, "fingerprint": ds.fingerprint, "preset": preset, "rows": list(names), "seed": seed}
-    path = Path(cache_dir) / f"promma-{seed}.json"
+    path = Path(cache_dir) / name
     if path.is_file():
         doc = json.loads(path.read_text())
         if {k: doc.get(k) for k in key} == key:
@@ -420,7 +530,7 @@ def _cached_seed(ds: MMSADataset, truth, seed: int, names, preset: str, threads,
         raise ValueError(f"{path}: measured with {({k: doc.get(k) for k in key if doc.get(k) != key[k]})}, this "
                          f"measurement needs {({k: key[k] for k in key if doc.get(k) != key[k]})}; delete the file "
                          "to measure this seed again")
-    result = measure_seed(ds, truth, seed, names, preset, threads)
+    result = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({**key, "commit": git_commit(), "result": result}, default=float) + "\n")
@@ -428,12 +538,13 @@ def _cached_seed(ds: MMSADataset, truth, seed: int, names, preset: str, threads,
     return result
 
 
-def seed_commits(cache_dir, seeds=SEEDS) -> dict[int, str]:
-    """The commit each cached seed of :func:`promma_mechanisms` was measured at (``cache_dir`` as there)."""
+def seed_commits(cache_dir, seeds=SEEDS, prefix: str = "promma") -> dict[int, str]:
+    """The commit each cached seed was measured at: ``prefix`` "promma" for :func:`promma_mechanisms`,
+    "dpw-decoders" for :func:`dpw_decoder_mechanisms` (``cache_dir`` as there)."""
     import json
 
-    return {s: json.loads((Path(cache_dir) / f"promma-{s}.json").read_text()).get("commit") for s in seeds
-            if (Path(cache_dir) / f"promma-{s}.json").is_file()}
+    files = {s: Path(cache_dir) / f"{prefix}-{s}.json" for s in seeds}
+    return {s: json.loads(f.read_text()).get("commit") for s, f in files.items() if f.is_file()}
 
 
 def _truth(truth):
@@ -441,5 +552,6 @@ def _truth(truth):
     return truth[1] if isinstance(truth, tuple) else truth
 
 
-__all__ = ["ABLATION", "SEEDS", "ablation_row", "auc", "combine", "measure_dpw", "measure_mme", "measure_mpd", "measure_mpdc",
-           "measure_seed", "promma_mechanisms", "seed_commits", "train_variants"]
+__all__ = ["ABLATION", "FAST_DECODERS", "FAST_DECODER_SCALE", "SEEDS", "VARIANTS", "ablation_row", "auc", "combine",
+           "dpw_decoder_mechanisms", "measure_dpw", "measure_dpw_decoders", "measure_mme", "measure_mpd", "measure_mpdc",
+           "measure_seed", "promma_mechanisms", "refit_decoders", "seed_commits", "train_variants"]

@@ -114,3 +114,41 @@ def test_each_seed_is_kept_and_an_interrupted_measurement_resumes(synth_ds, tmp_
     assert set(mp.seed_commits(tmp_path, (1111, 1112))) == {1111, 1112}
     with pytest.raises(ValueError, match="preset"):
         mp.promma_mechanisms(synth_ds, None, (1111,), "redundant", preset="promma_mosi", cache_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_refitted_decoders_tell_a_present_source_from_a_missing_one(synth_ds, trained):
+    """Chapter 5's diagnosis: fitted further on the trained model's own inputs, DPW's decoders claim much more
+    information when the source is present than when it is missing (a larger score gap than the decoders the run
+    left), and fit the present source better; the trained model keeps its own decoders."""
+    model, _ = trained
+    own = model.critic
+    out = mp.refit_decoders(model, synth_ds, steps=400, lr=3e-3)
+    assert model.critic is own
+    assert out["refit_gap"] > max(0.1, 2 * out["in_run_gap"]), out
+    better = [r["refit NLL present"] < r["in-run NLL present"] for r in out["streams"].values()]
+    assert sum(better) >= 5, out["streams"]
+    assert out["weight_drop_refit_decoders"] > mp.measure_dpw(model, synth_ds)["weight_drop_missing_source"]
+
+
+def test_dpw_decoder_seeds_are_kept_and_combined(synth_ds, tmp_path, monkeypatch):
+    """dpw_decoder_mechanisms keeps each seed in dpw-decoders-<seed>.json, reads it back, combines the seeds as
+    mean/std/values, and refuses a file measured with another fast-decoder scale."""
+    calls = []
+
+    def fake(ds, truth, seed, preset, threads):
+        calls.append(seed)
+        row = {"MAE over eta": seed / 1e3}
+        return {"seed": seed, "refit": {"in_run_gap": 0.1, "refit_gap": 0.5, "weight_drop_refit_decoders": 0.3},
+                "ProMMA": row, mp.FAST_DECODERS: {**row, "weight_drop_missing_source": 0.2}}
+
+    monkeypatch.setattr(mp, "measure_dpw_decoders", fake)
+    out = mp.dpw_decoder_mechanisms(synth_ds, None, (1111, 1112), "redundant", cache_dir=tmp_path)["dpw_decoders"]
+    again = mp.dpw_decoder_mechanisms(synth_ds, None, (1111, 1112), "redundant", cache_dir=tmp_path)["dpw_decoders"]
+    assert calls == [1111, 1112] and again == out
+    assert out["rows"]["ProMMA"]["MAE over eta"]["values"] == [1.111, 1.112]
+    assert out["rows"][mp.FAST_DECODERS]["weight_drop_missing_source"]["mean"] == 0.2
+    assert set(mp.seed_commits(tmp_path, (1111, 1112), "dpw-decoders")) == {1111, 1112}
+    monkeypatch.setattr(mp, "FAST_DECODER_SCALE", 30.0)
+    with pytest.raises(ValueError, match="fast_decoder_scale"):
+        mp.dpw_decoder_mechanisms(synth_ds, None, (1111,), "redundant", cache_dir=tmp_path)
