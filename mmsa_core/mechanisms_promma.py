@@ -99,7 +99,9 @@ def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: st
         pre, adapt = first.stages(t)
         pre.prepare(first)
         fit(first, ds, replace(t, **pre.train_overrides), out / "pretrain", f"{seed}-pretrain")
-        state, rng1 = first.state_dict(), _rng_state()
+        # a copy: state_dict() shares the parameters' storage, which the first variant's stage 2 then trains in
+        # place (every later variant would start from ITS adapted projections and head, not from stage 1's)
+        state, rng1 = {k: v.clone() for k, v in first.state_dict().items()}, _rng_state()
         models = {}
         for name in names:
             m = built[name]

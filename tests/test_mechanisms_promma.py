@@ -152,3 +152,16 @@ def test_dpw_decoder_seeds_are_kept_and_combined(synth_ds, tmp_path, monkeypatch
     monkeypatch.setattr(mp, "FAST_DECODER_SCALE", 30.0)
     with pytest.raises(ValueError, match="fast_decoder_scale"):
         mp.dpw_decoder_mechanisms(synth_ds, None, (1111,), "redundant", cache_dir=tmp_path)
+
+
+def test_every_variant_starts_its_second_stage_from_the_first_stage(synth_ds, restore_torch_globals):
+    """train_variants shares stage 1 between the rows: a row trained after ProMMA is the row trained alone (which
+    is how experiment.run trains it), not a row that starts from ProMMA's adapted weights."""
+    from dataclasses import replace
+
+    ds = replace(synth_ds, splits={k: replace(v, data=v.data.take(torch.arange(48))) for k, v in synth_ds.splits.items()})
+    tiny = {"pretrain_epochs": 1, "adapt_epochs": 2}
+    after = mp.train_variants(ds, 1111, ("ProMMA", "without DPW"), model_config=tiny)["without DPW"]
+    alone = mp.train_variants(ds, 1111, ("without DPW",), model_config=tiny)["without DPW"]
+    for k, v in alone.state_dict().items():
+        assert torch.equal(v, after.state_dict()[k]), k
