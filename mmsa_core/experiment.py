@@ -86,17 +86,18 @@ def provenance(cfg: RunConfig, ds: MMSADataset, device: torch.device, **extra) -
             "dataset_family_source": ds.family_source, "device": device_name(device), "torch": torch.__version__, **extra}
 
 
-def run(cfg: RunConfig, dataset: MMSADataset | None = None, restart: bool = False) -> pd.DataFrame:
+def run(cfg: RunConfig, dataset: MMSADataset | None = None, restart: bool = False, forward_hook=None) -> pd.DataFrame:
     """Train (or resume) and evaluate one run; returns the tidy test records (also written to disk). The run
     holds its folder's lock throughout (a second run into the same folder stops at once: RunFolderBusy);
-    ``restart`` ignores the folder's ``last.pt`` files and trains from epoch 0 (e.g. after a corrupt one)."""
+    ``restart`` ignores the folder's ``last.pt`` files and trains from epoch 0 (e.g. after a corrupt one);
+    ``forward_hook``: held while each stage trains, not while the run is tested (see :func:`mmsa_core.train.fit`)."""
     if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone writes (and locks) the folder
-        return _run(cfg, dataset, restart)
+        return _run(cfg, dataset, restart, forward_hook)
     with run_folder_lock(cfg.train.out_dir):
-        return _run(cfg, dataset, restart)
+        return _run(cfg, dataset, restart, forward_hook)
 
 
-def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataFrame:
+def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool, forward_hook=None) -> pd.DataFrame:
     check_run_config(cfg)  # load_config checked it; a config built or changed in code is checked here
     t = cfg.train
     out = Path(t.out_dir)
@@ -125,7 +126,8 @@ def _run(cfg: RunConfig, dataset: MMSADataset | None, restart: bool) -> pd.DataF
             st.prepare(model)
         st_cfg = replace(t, **st.train_overrides)
         st_out = out if len(stages) == 1 else out / st.name
-        res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name}, restart=restart)
+        res = fit(model, ds, st_cfg, st_out, f"{h}-{st.name}", {**meta, "stage": st.name}, restart=restart,
+                  forward_hook=forward_hook)
         history += [{"stage": st.name, **row} for row in res.history]
     if not is_main():  # under torchrun, rank 0 alone evaluates and writes the results
         return pd.DataFrame()

@@ -119,11 +119,26 @@ def _compiled(module: torch.nn.Module, warm_up, what: str, device: torch.device)
 
 
 def fit(model: torch.nn.Module, dataset: MMSADataset, cfg: TrainConfig, out_dir, config_hash: str,
-        meta: dict | None = None, select_metric: str = "MAE", restart: bool = False) -> FitResult:
+        meta: dict | None = None, select_metric: str = "MAE", restart: bool = False, forward_hook=None) -> FitResult:
     """Train ``model`` on ``dataset`` and keep the best validation checkpoint; resume from ``out_dir/last.pt``
     if a run with the same ``config_hash`` left one there (``restart``: ignore it and train from epoch 0). A
     ``last.pt`` that cannot be read stops the run with a :class:`CheckpointError` that offers ``--restart``.
-    The caller holds the run folder's lock (:func:`mmsa_core.utils.run_folder_lock`)."""
+    The caller holds the run folder's lock (:func:`mmsa_core.utils.run_folder_lock`).
+
+    ``forward_hook``: a global forward hook (``torch.nn.modules.module.register_module_forward_hook``) held while
+    this fit runs and removed after it, e.g. to read a model's extras as it trains (the training batches, then the
+    validation pass, of every epoch); it must only read, so that the run stays the same."""
+    if forward_hook is None:
+        return _fit(model, dataset, cfg, out_dir, config_hash, meta, select_metric, restart)
+    handle = torch.nn.modules.module.register_module_forward_hook(forward_hook)
+    try:
+        return _fit(model, dataset, cfg, out_dir, config_hash, meta, select_metric, restart)
+    finally:
+        handle.remove()
+
+
+def _fit(model, dataset: MMSADataset, cfg: TrainConfig, out_dir, config_hash: str, meta: dict | None,
+         select_metric: str, restart: bool) -> FitResult:
     practices.check(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

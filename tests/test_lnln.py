@@ -476,3 +476,34 @@ def test_introspection_extras(trained, synth_ds):
     assert ex["rec_error"].shape == (len(test), 3) and (ex["rec_error"] >= 0).all()
     assert ex["disc_acc"].shape == (len(test),) and ((ex["disc_acc"] >= 0) & (ex["disc_acc"] <= 1)).all()
     assert ex["hyper_attn_vision"].shape == (len(test), 3, 8, 8)
+
+
+def test_the_discriminator_recorder_reads_every_epoch_and_changes_nothing(synth_ds, tmp_path, restore_torch_globals):
+    """Chapter 6 records the discriminator while its run trains: with the recorder held by fit, the run is the
+    same (history and weights), the recorder has every epoch's training and validation accuracy, and the hook is
+    gone once fit returns."""
+    from mmsa_core.book import DiscriminatorRecorder
+    from mmsa_core.config import load_config
+    from mmsa_core.train import fit
+    from mmsa_core.utils import set_seed
+
+    ds = replace(synth_ds, splits={k: replace(v, data=v.data.take(torch.arange(40))) for k, v in synth_ds.splits.items()})
+    cfg = load_config("lnln_default")
+    t = replace(cfg.train, epochs=2, progress=False, threads=1)
+
+    def once(name, hook):
+        set_seed(t.seed, t.deterministic, 1)
+        net = build_model("lnln", model_config(cfg), ds.spec)
+        return net, fit(net, ds, replace(t, out_dir=str(tmp_path / name)), tmp_path / name, name, forward_hook=hook)
+
+    rec = DiscriminatorRecorder()
+    (a, ra), (b, rb) = once("plain", None), once("watched", rec)
+    assert ra.history == rb.history
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    tab = rec.frame()
+    assert tab["epoch"].tolist() == [0, 1]
+    for c in ("disc. accuracy (train)", "disc. accuracy (valid)"):
+        assert tab[c].between(0, 1).all() and tab[c].notna().all(), tab
+    b.train()
+    b(ds["train"].data.take(torch.arange(4)))
+    assert rec.epoch == 1  # fit removed the hook: this forward is not seen

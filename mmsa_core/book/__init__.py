@@ -33,7 +33,7 @@ from .benchmarks import BENCHMARK_RESULTS, benchmark_files, benchmark_table, lnl
 from .data import KEY_MEANINGS, achieved, examples, format_table, modes_table, probe, token_table
 from .grid import (REFERENCE_GRID, REFERENCE_GRIDS, REFERENCE_WALK, ablation_reference, grid_findings, reference_check, mechanism_table, mechanisms, Reference, grid_summary, live_cell, mode_means, optimism, reference, reference_acc2,
                    reference_dir, robustness_curves)
-from .lnln import (LNLN_ABLATIONS, ablation_switches, attention_summary, completeness_scores, hyper_attention,
+from .lnln import (LNLN_ABLATIONS, DiscriminatorRecorder, ablation_switches, attention_summary, completeness_scores, hyper_attention,
                    lnln_ablation, lnln_diagnostics, lnln_parts, one_modality_sweep, reconstruction_crossover,
                    reconstruction_curves, spearman, training_trace)
 from .promma import (PAIR_NAMES, PROMMA_VARIANTS, dpw_weights, imputation_compare, initial_model,

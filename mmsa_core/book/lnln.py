@@ -165,16 +165,18 @@ def lnln_diagnostics(model, data: MMSADataset, rates=missing.RATES, seed: int = 
     return pd.DataFrame(out).set_index("r")
 
 
-class _DiscriminatorRecorder:
-    """A global forward hook that reads LNLN's extras while the trainer runs: in training the discriminator's
-    accuracy on each batch; in evaluation (the validation pass after each epoch) one more, introspective forward
-    of the same batch. Reads only: the training it watches is unchanged."""
+class DiscriminatorRecorder:
+    """A forward hook that reads LNLN's effectiveness discriminator while the trainer runs (pass it as
+    ``forward_hook`` to :func:`mmsa_core.book.trained` or :func:`mmsa_core.train.fit`, which hold it only while they
+    train): on each training batch its accuracy, from the model's extras; in the validation pass after each epoch,
+    one more, introspective forward of the same batch. An epoch begins at the first training batch after an
+    evaluation. Reads only: the training it watches is unchanged (tests/test_lnln.py)."""
 
-    def __init__(self, n_batches: int):
-        self.n_batches, self.seen, self.busy, self.rows = n_batches, 0, False, {}
+    def __init__(self):
+        self.epoch, self.training, self.busy, self.rows = -1, False, False, {}
 
-    def _add(self, epoch, key, values):
-        row = self.rows.setdefault(epoch, {})
+    def _add(self, key, values):
+        row = self.rows.setdefault(self.epoch, {})
         s, n = row.get(key, (0.0, 0))
         row[key] = (s + float(values.float().sum()), n + values.numel())
 
@@ -184,9 +186,13 @@ class _DiscriminatorRecorder:
         if self.busy or not isinstance(module, LNLN):
             return None
         if module.training:
-            epoch, self.seen = self.seen // self.n_batches, self.seen + 1
+            if not self.training:
+                self.epoch, self.training = self.epoch + 1, True
             if "disc_acc" in output.extras:
-                self._add(epoch, "train", output.extras["disc_acc"])
+                self._add("train", output.extras["disc_acc"])
+            return None
+        self.training = False
+        if self.epoch < 0:  # an evaluation before any training batch is not an epoch's validation
             return None
         self.busy, old = True, module.introspect
         module.introspect = True
@@ -195,7 +201,7 @@ class _DiscriminatorRecorder:
         finally:
             module.introspect, self.busy = old, False
         if "disc_acc" in ex:
-            self._add(self.seen // self.n_batches - 1, "valid", ex["disc_acc"])
+            self._add("valid", ex["disc_acc"])
         return None
 
     def frame(self) -> pd.DataFrame:
@@ -204,17 +210,17 @@ class _DiscriminatorRecorder:
         return pd.DataFrame(rows)
 
 
-def training_trace(run: TrainedRun) -> pd.DataFrame:
+def training_trace(run: TrainedRun, recorder: DiscriminatorRecorder | None = None) -> pd.DataFrame:
     """Per epoch of an LNLN ``run``: the effectiveness discriminator's accuracy on the training batches (mean over
     the epoch, corrupted and complete tokens half each) and on the validation split at the selection rate (after
-    the epoch), and the discriminator's training cross-entropy (``train_adversarial`` / beta).
+    the epoch), and the discriminator's training cross-entropy (``train_adversarial`` / beta), kept as
+    ``trace.csv`` in the run's folder.
 
-    The trainer does not record the accuracy. This retrains the run's exact configuration (same seed, data and
-    code, hence the same trajectory: ``"train CE (cached run)"`` holds the cached run's history for comparison)
-    while a forward hook reads the model's extras; the result is kept as ``trace.csv`` in the run's folder, so the
-    retraining happens once."""
+    The trainer does not record the accuracy. ``recorder``: the :class:`DiscriminatorRecorder` that watched this
+    run train (``book.trained(..., forward_hook=recorder)``); where it saw every epoch, its rows are the trace.
+    Otherwise (the run was reused, or resumed) this retrains the run's exact configuration with a recorder (same
+    seed, data and code, hence the same trajectory, which is checked against the run's history), once."""
     import dataclasses
-    import math
     import tempfile
 
     from ..experiment import model_config
@@ -222,26 +228,29 @@ def training_trace(run: TrainedRun) -> pd.DataFrame:
     from ..train import fit
 
     path = run.dir / "trace.csv"
+    beta, cfg, t = run.model.cfg.beta, run.config, run.config.train
+    run_ce = run.history["train_adversarial"].to_numpy() / beta
     with run_lock(run.dir.parent / f"{run.dir.name}.lock"):
         if not path.is_file():
-            cfg, t = run.config, run.config.train
-            rec = _DiscriminatorRecorder(math.ceil(len(run.data["train"].data) / t.batch_size))
-            with preserved_rng(), tempfile.TemporaryDirectory() as tmp:
-                set_seed(t.seed, t.deterministic, t.threads)  # as experiment.run does before building the model
-                net = build_model(cfg.model, model_config(cfg), run.data.spec)
-                handle = torch.nn.modules.module.register_module_forward_hook(rec)
-                try:
-                    res = fit(net, run.data, dataclasses.replace(t, out_dir=tmp, progress=False), tmp, "trace")
-                finally:
-                    handle.remove()
-            tab = rec.frame()
-            hist = pd.DataFrame(res.history)
-            beta = run.model.cfg.beta
-            tab["train CE"] = hist["train_adversarial"].to_numpy() / beta
+            tab = recorder.frame() if recorder is not None else pd.DataFrame()
+            if len(tab) == len(run_ce) and not t.track_test and not tab.isna().any().any():
+                tab["train CE"] = run_ce  # the recorder watched this very run
+            else:  # retrain with a recorder
+                rec = DiscriminatorRecorder()
+                with preserved_rng(), tempfile.TemporaryDirectory() as tmp:
+                    set_seed(t.seed, t.deterministic, t.threads)  # as experiment.run does before building the model
+                    net = build_model(cfg.model, model_config(cfg), run.data.spec)
+                    res = fit(net, run.data, dataclasses.replace(t, out_dir=tmp, progress=False, track_test=False), tmp,
+                              "trace", forward_hook=rec)
+                tab = rec.frame()
+                tab["train CE"] = pd.DataFrame(res.history)["train_adversarial"].to_numpy() / beta
+                off = np.abs(tab["train CE"].to_numpy() - run_ce)
+                if off.max() > 1e-9:
+                    raise RuntimeError(f"{run.dir}: the retrained run left the cached run's trajectory (epoch "
+                                       f"{int(off.argmax())}, cross-entropy off by {off.max():.3g}): its trace would "
+                                       "not describe the cached run; retrain it (book.trained(..., fresh=True))")
             tab.to_csv(path, index=False)
-        tab = pd.read_csv(path)
-    tab["train CE (cached run)"] = run.history["train_adversarial"].to_numpy() / run.model.cfg.beta
-    return tab
+        return pd.read_csv(path)
 
 
 # ---------------------------------------------- DMML: reconstruction and hyper-modality attention (chapter 7)
@@ -330,4 +339,4 @@ def lnln_ablation(names=tuple(LNLN_ABLATIONS), seeds=(1111,), **kw) -> dict:
 
 __all__ = ["LNLN_ABLATIONS", "ablation_switches", "attention_summary", "completeness_scores", "hyper_attention",
            "lnln_ablation", "lnln_diagnostics", "lnln_parts", "one_modality_sweep", "reconstruction_crossover",
-           "reconstruction_curves", "spearman", "training_trace"]
+           "reconstruction_curves", "spearman", "training_trace", "DiscriminatorRecorder"]

@@ -286,7 +286,7 @@ def read_json(p: Path) -> dict:
 
 def trained(model: str, protocol: str | None = None, epochs: int | None = None, seed: int = 1111, dataset: str = "synth",
             full: bool = False, model_config: dict | None = None, cache_dir=None, device: str = "auto",
-            progress: bool = False, fresh: bool | None = None, **train) -> TrainedRun:
+            progress: bool = False, fresh: bool | None = None, forward_hook=None, **train) -> TrainedRun:
     """Train ``model`` under missing-data ``protocol`` (None: the preset's, else "A"), or reuse the finished run
     with the same config, and return the selected model, the dataset and the tidy test records (every rate under
     both protocols). The arguments are those of :func:`config`; ``cache_dir`` defaults to :func:`runs_dir`.
@@ -294,6 +294,9 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
     ``fresh``: None = retrain a small default run whose training code has changed since it was cached (a run
     with ``full=True`` or a real dataset is then reused, with a warning); True = always retrain; False = reuse
     any finished run with this config.
+
+    ``forward_hook``: held while the run trains, if it trains here (see :func:`mmsa_core.train.fit`): a recorder
+    such as :class:`mmsa_core.book.DiscriminatorRecorder` sees nothing of a reused run.
     """
     cfg = config(model, protocol, epochs, seed, dataset, full, model_config, device, progress, **train)
     require_hub(hub_models(cfg), f"This run ({model}, preset {model}_{preset_name(dataset, full)}.yaml)")  # before the data
@@ -318,7 +321,7 @@ def trained(model: str, protocol: str | None = None, epochs: int | None = None, 
             folder.mkdir(parents=True, exist_ok=True)
             meta = {"config_hash": config_hash(cfg), "data_fingerprint": ds.fingerprint, "code": code}
             (folder / "book.json").write_text(json.dumps({**meta, "finished": False}, indent=2))
-            run(cfg, dataset=ds)  # resumes from last.pt if an interrupted run left one
+            run(cfg, dataset=ds, forward_hook=forward_hook)  # resumes from last.pt if an interrupted run left one
             (folder / "book.json").write_text(json.dumps({**meta, "finished": True}, indent=2))
         records = pd.read_csv(folder / "results.csv")
         history = last_stage(pd.read_csv(folder / "history.csv"))
