@@ -183,7 +183,8 @@ def lnln_reconstructor(model, ds: MMSADataset, truth: dict) -> dict:
 # ----------------------------------------------------------------------------------------------- runs
 
 def grid_run(results_dir, model: str, protocol: str, seed: int, variant: str, shape: str = "small"):
-    """(model, dataset) of the reference grid's cell, trained there first if the grid has not finished it."""
+    """(model, dataset, run folder) of the reference grid's cell, trained there first if the grid has not finished
+    it."""
     from .experiment import load_checkpoint, load_dataset, run
     from .reproduce import Cell, cell_config
 
@@ -196,7 +197,7 @@ def grid_run(results_dir, model: str, protocol: str, seed: int, variant: str, sh
         log.info("training %s for the mechanisms (the grid has not run it yet)", cell.name)
         run(cfg, ds)
     m, _ = load_checkpoint(folder / "best.pt", ds.spec)
-    return m, ds
+    return m, ds, folder
 
 
 def ablation_run(results_dir, row: str, seed: int, variant: str, shape: str = "small", threads: int | None = 1):
@@ -233,8 +234,8 @@ def measure_lnln_ablation(results_dir, variant: str, seeds=(1111, 1112, 1113), s
 
     per = {}
     for s in seeds:
-        grid_run(results_dir, "lnln", "A", s, variant, shape)  # trains the grid's cell if it is not finished
-        full = pd.read_csv(Path(results_dir) / "runs" / f"lnln-A-{s}" / "results.csv")
+        _, _, folder = grid_run(results_dir, "lnln", "A", s, variant, shape)  # trained first if not finished
+        full = pd.read_csv(folder / "results.csv")
         per[s] = {"LNLN": over_rates(full), **{r: over_rates(ablation_run(results_dir, r, s, variant, shape))
                                                  for r in rows}}
     return {"lnln_ablation": entry(variant, per)}
@@ -244,7 +245,7 @@ def measure_lnln(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str
     per = {"lnln_dmc": {}, "lnln_reconstructor": {}}
     truth = None
     for s in seeds:
-        model, ds = grid_run(results_dir, "lnln", "A", s, variant, shape)
+        model, ds, _ = grid_run(results_dir, "lnln", "A", s, variant, shape)
         if truth is None:
             _, truth = synth.truth(synth.ensure(shape, 0, variant))
         per["lnln_dmc"][s] = lnln_dmc(model, ds, truth)
