@@ -113,6 +113,7 @@ def test_what_chapter_4_says_of_the_private_prompts_holds(mech):
         rows = mech[v]["ablation"]["rows"]
         gap = _mean(rows, "without MPD", "MAE over eta") - _mean(rows, "ProMMA", "MAE over eta")
         assert 0 < gap < rows["ProMMA"]["MAE over eta"]["std"], v  # "higher, less than the spread between seeds"
+        assert round(gap, 3) == {"redundant": 0.005, "complementary": 0.003}[v]  # "0.005 and 0.003 higher"
 
 
 def test_what_chapter_5_says_of_the_ablation_dpw_and_mpdc_holds(mech):
@@ -120,10 +121,19 @@ def test_what_chapter_5_says_of_the_ablation_dpw_and_mpdc_holds(mech):
     for v in VARIANTS:
         rows = mech[v]["ablation"]["rows"]
         mae = {n: r["MAE over eta"] for n, r in rows.items()}
-        best = min(mae, key=lambda n: mae[n]["mean"])
-        assert best == "ProMMA", (v, best)  # the lowest mean MAE of the seven rows
-        others = [mae[n]["mean"] - mae["ProMMA"]["mean"] for n in mae if n != "ProMMA"]
-        assert max(others) < mae["ProMMA"]["std"], v  # "every gap is smaller than ProMMA's own spread"
+        gap = {n: mae[n]["mean"] - mae["ProMMA"]["mean"] for n in mae}
+        assert round(mae["ProMMA"]["mean"], 3) == {"redundant": 0.798, "complementary": 0.859}[v]
+        assert round(mae["ProMMA"]["std"], 3) == {"redundant": 0.014, "complementary": 0.009}[v]
+        others = [mae[n]["mean"] for n in mae if n != "ProMMA"]
+        lo, hi = {"redundant": (0.797, 0.806), "complementary": (0.857, 0.862)}[v]  # "lie between ... and ..."
+        assert round(min(others), 3) == lo and round(max(others), 3) == hi, v
+        assert max(abs(g) for g in gap.values()) < mae["ProMMA"]["std"], v  # "every gap is smaller than ... spread"
+        below = {"redundant": "without generation loss", "complementary": "without MME"}[v]  # "a little below ProMMA"
+        assert [n for n in gap if gap[n] < 0] == [below] and round(gap[below], 3) == -0.001, (v, gap)
+        # "without DPW ... 0.004 and 0.003; without MPD ... 0.005 and 0.003; MPDC, generation loss: 0.001 at most"
+        assert round(gap["without DPW"], 3) == {"redundant": 0.004, "complementary": 0.003}[v]
+        assert round(gap["without MPD"], 3) == {"redundant": 0.005, "complementary": 0.003}[v]
+        assert max(abs(gap["without MPDC"]), abs(gap["without generation loss"])) < 0.0015, v
         pairs_below_mplmm += sum(p < m for p, m in zip(mae["ProMMA"]["values"], mae["MPLMM-style"]["values"]))
         dpw = mech[v]["dpw"]
         assert dpw["weight_drop_missing_source"]["mean"] < 0.05, v  # the issue's 0.05: not met
@@ -134,9 +144,41 @@ def test_what_chapter_5_says_of_the_ablation_dpw_and_mpdc_holds(mech):
         assert mpdc["levels"] == 2 and 0.03 < mpdc["gate_abs_max"]["mean"] < 0.1, v
         for s in mpdc["per_seed"]:  # gates at 0 change the MAE over the incomplete modes by at most 0.003
             assert abs(s["MAE modes gates zeroed"] - s["MAE modes trained gates"]) <= 0.003, v
-    assert pairs_below_mplmm == 5  # "in 5 of the 6 (seed, variant) pairs"
+    assert pairs_below_mplmm == 4  # "in 4 of the 6 (seed, variant) pairs"
     red, comp = mech["redundant"]["dpw"], mech["complementary"]["dpw"]
     assert red["weight_drop_missing_source"]["mean"] > comp["weight_drop_missing_source"]["mean"]
+
+
+def test_what_chapter_5_says_of_why_the_dpw_weights_barely_move(mech):
+    """The section "Why the DPW weights barely move": decoders fitted to convergence separate a present source from
+    a missing one; faster decoders make the weights act but do not follow the truth and cost accuracy."""
+    said = {"redundant": {"in": (0.04, 0.01), "refit": (0.79, 0.01), "drop": 0.16, "mae": (0.807, 0.798),
+                          "rho": 0.00, "w_std": 0.09},
+            "complementary": {"in": (0.01, 0.01), "refit": (0.78, 0.03), "drop": 0.09, "mae": (0.871, 0.859),
+                              "rho": 0.05, "w_std": 0.07}}
+    for v in VARIANTS:
+        e, w = mech[v]["dpw_decoders"], said[v]
+        assert e["seeds"] == [1111, 1112, 1113] and set(mech[v]["dpw_decoders_provenance"]["measured_at_commit"]) == {"1111", "1112", "1113"}
+        assert (round(e["in_run_gap"]["mean"], 2), round(e["in_run_gap"]["std"], 2)) == w["in"], v
+        assert (round(e["refit_gap"]["mean"], 2), round(e["refit_gap"]["std"], 2)) == w["refit"], v
+        assert round(e["weight_drop_refit_decoders"]["mean"], 2) == {"redundant": 0.40, "complementary": 0.39}[v]
+        assert e["weight_drop_refit_decoders"]["mean"] > 7.5 * 0.05  # "about eight times our target"
+        for s in e["per_seed"]:  # "the NLL of a present source falls for every stream, seed and variant"
+            assert all(r["refit NLL present"] < r["in-run NLL present"] for r in s["refit"]["streams"].values()), v
+        fast, full = e["rows"]["fast DPW decoders"], e["rows"]["ProMMA"]
+        assert round(fast["weight_drop_missing_source"]["mean"], 2) == w["drop"] > 0.05, v
+        assert round(fast["weight_std_across_samples_complete"]["mean"], 2) == 0.21
+        assert round(mech[v]["dpw"]["weight_std_across_samples_complete"]["mean"], 2) == w["w_std"]
+        assert round(fast["spearman_weight_vs_source_content_mean"]["mean"], 2) == w["rho"]
+        assert (round(fast["MAE over eta"]["mean"], 3), round(full["MAE over eta"]["mean"], 3)) == w["mae"], v
+        assert full["MAE over eta"] == mech[v]["ablation"]["rows"]["ProMMA"]["MAE over eta"]  # the same ProMMA runs
+    # "L_mi goes 0.41, 0.33, 0.29, 0.27, 0.26, 0.25 over the six epochs" (the chapter's run is the grid's cell)
+    import pandas as pd
+
+    h = pd.read_csv(REFERENCE_GRIDS["redundant"] / "histories.csv")
+    h = h[(h.model == "promma") & (h.train_protocol == "B") & (h.seed == 1111) & (h.stage == "adapt")]
+    assert (h.train_mi / 0.1).round(2).tolist() == [0.41, 0.33, 0.29, 0.27, 0.26, 0.25]
+    assert h.lr.iloc[-1] == 0.0  # "the cosine schedule takes the learning rate to 0"
 
 
 # ------------------------------------------------------------------ the committed ablations and the chapters' check
