@@ -14,6 +14,8 @@ the file holds one mechanism's numbers on one variant of the testbed, per seed a
 - ``lnln_ablation``: LNLN and each row of :data:`LNLN_ABLATION_ROWS` (the LNLN preset with parts switched off),
   trained under protocol A like the grid's ``lnln`` cells (the full model IS that cell): each test metric averaged
   over the ten rates r, per seed, under the names ``<row>.<metric>``.
+- ``standins``: on the grid's ProMMA cells (protocol B), how much of a missing modality's TRUE content the
+  generated stand-in carries (:func:`mmsa_core.mechanisms_promma.measure_standins`).
 - ``mme``, ``mpd``, ``dpw``, ``dpw_decoders``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`, which
   trains its ablation rows itself, one shared first stage per seed).
 
@@ -32,13 +34,13 @@ import numpy as np
 import torch
 
 from . import missing
-from .metrics import spearman
+from .metrics import ridge_r2, spearman
 from .data import synth
 from .data.mmsa import MMSADataset
 
 log = logging.getLogger(__name__)
 
-KEYS = ("mme", "mpd", "dpw", "dpw_decoders", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor", "lnln_ablation")
+KEYS = ("mme", "standins", "mpd", "dpw", "dpw_decoders", "mpdc", "ablation", "lnln_dmc", "lnln_reconstructor", "lnln_ablation")
 # LNLN's ablation (chapter 7): name -> the switches of the LNLN preset it turns off (the adversarial part needs DMC)
 LNLN_ABLATION = {
     "without DMC": {"use_dmc": False},
@@ -52,14 +54,6 @@ LNLN_ABLATION_METRICS = ("MAE", "Acc-2 non-0", "F1 non-0", "Corr")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-def ridge_r2(x_train, y_train, x_test, y_test, lam: float = 1.0) -> float:
-    """Test R^2 of a ridge regression (with intercept) fitted on train."""
-    X = np.c_[x_train, np.ones(len(x_train))]
-    w = np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T @ y_train)
-    pred = np.c_[x_test, np.ones(len(x_test))] @ w
-    return float(1.0 - np.mean((pred - y_test) ** 2) / np.var(y_test))
-
 
 def entry(variant: str, per_seed: dict[int, dict]) -> dict:
     """One key of mechanisms.json: the numbers per seed, and the mean and std over seeds of each number (nested
@@ -253,6 +247,19 @@ def measure_lnln(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str
     return {k: entry(variant, v) for k, v in per.items()}
 
 
+def measure_promma_standins(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small") -> dict[str, dict]:
+    """The ``standins`` entry, on each seed's ProMMA cell of the grid (protocol B)."""
+    from .mechanisms_promma import measure_standins
+
+    per, truth = {}, None
+    for s in seeds:
+        model, ds, _ = grid_run(results_dir, "promma", "B", s, variant, shape)
+        if truth is None:
+            _, truth = synth.truth(ds.path)
+        per[s] = measure_standins(model, ds, truth)
+    return {"standins": entry(variant, per)}
+
+
 def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "small", only=None) -> Path:
     """Measure every mechanism on one variant and write ``<results_dir>/mechanisms.json``. ProMMA's seeds are kept
     one file each under ``<results_dir>/mechanisms/`` (see :func:`mmsa_core.mechanisms_promma.promma_mechanisms`)."""
@@ -262,6 +269,8 @@ def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "s
         entries.update(measure_lnln(results_dir, variant, seeds, shape))
     if only is None or "lnln" in only or "lnln_ablation" in only:
         entries.update(measure_lnln_ablation(results_dir, variant, seeds, shape))
+    if only is None or "standins" in only:
+        entries.update(measure_promma_standins(results_dir, variant, seeds, shape))
     if only is None or "promma" in only or "dpw_decoders" in only:  # ProMMA's rows: trained here, not in the grid
         from .experiment import load_dataset
         from .mechanisms_promma import dpw_decoder_mechanisms, promma_mechanisms, seed_commits
@@ -288,9 +297,10 @@ def add_arguments(p) -> None:
     p.add_argument("--results", help="the grid's folder (default: results/synth-<shape>-<variant>)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1111, 1112, 1113])
     p.add_argument("--shape", default="small", choices=sorted(synth.SHAPES))
-    p.add_argument("--only", nargs="+", choices=["lnln", "lnln_ablation", "promma", "dpw_decoders"],
+    p.add_argument("--only", nargs="+", choices=["lnln", "lnln_ablation", "promma", "dpw_decoders", "standins"],
                    help="measure only these methods' mechanisms (lnln_ablation: LNLN's ablation rows alone; "
-                        "dpw_decoders: why ProMMA's DPW weights barely move)")
+                        "dpw_decoders: why ProMMA's DPW weights barely move; standins: what ProMMA's "
+                        "stand-ins carry of the true content)")
 
 
 def cli(a) -> None:

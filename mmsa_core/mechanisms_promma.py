@@ -19,6 +19,9 @@ What is measured (all on the test split, protocol B with every sample in one fix
   m is missing (the truth's predictability is "from the other two complete modalities"), and pooled over every
   incomplete mode; the teacher's pseudo labels against the same truth; how often the decision differs within one
   (mode, modality) cell; and test metrics with the evaluator's gate vs always generating vs never generating.
+- ``standins`` (:func:`measure_standins`, on the grid's ProMMA cells, written by :mod:`mmsa_core.mechanisms`): how
+  much of a missing modality's true content its generated stand-in carries, against what a linear regressor
+  recovers from the present modalities and what the truth says is predictable.
 - ``mpd``: the mean |change of prediction| when one private part D_m is removed (P_m = P_s), on the modes where m is
   missing vs the modes where it is present.
 - ``dpw_decoders`` (:func:`dpw_decoder_mechanisms`): why the DPW weights barely move. Each trained decoder against
@@ -420,6 +423,58 @@ def measure_mme(model: ProMMA, ds: MMSADataset, truth: dict | None = None, split
     return out
 
 
+@torch.no_grad()
+def measure_standins(model: ProMMA, ds: MMSADataset, truth: dict, batch_size: int = 256) -> dict:
+    """Do the generated stand-ins carry the content that the present modalities make predictable? Per modality m,
+    with m alone missing (protocol B), the test R^2 of m's TRUE content (the truth's ``content_m``) read from pooled
+    features (mean over m's valid positions, in the model's projected space) by a ridge probe fitted on train:
+
+    - ``real``: the probe on the real projected features of m (how much content those features carry at all);
+    - ``stand-in``: the same probe on the generated stand-ins (what the stand-ins carry, read as the real features);
+    - ``stand-in own probe``: a probe fitted on the training split's stand-ins themselves;
+    - ``linear from present``: a ridge from the pooled real features of the two present modalities (what a linear
+      generator could recover of the content, through these projected features);
+    - ``truth predictability``: the truth's mean R^2 of the content given the other two complete observations.
+
+    ``content R2 gap``: ``linear from present`` - ``stand-in own probe``, averaged over the modalities."""
+    from .models.layers import masked_mean
+
+    truth = _truth(truth)
+    dev = next(model.parameters()).device
+    model.eval()
+
+    def pooled(split, mode):
+        data = ds[split].data
+        plan = missing.draw("B", data, None, 0, 0, split, mode=mode)
+        real, gen = [[], [], []], [[], [], []]
+        for start in range(0, len(data), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(data)))
+            part = data.take(idx).to(dev)
+            raw, masks, present = model._inputs(missing.apply(part, plan.take(idx), ds.spec.unk_id))
+            stand = model.generator(raw, masks, present)  # 3 x (b, L_m, d)
+            raw_c, masks_c, _ = model._inputs(part)
+            for m in range(3):
+                real[m].append(masked_mean(model.proj[m](raw_c[m]), masks_c[m]).float().cpu())
+                gen[m].append(masked_mean(stand[m], masks_c[m]).float().cpu())
+        return [torch.cat(x).numpy() for x in real], [torch.cat(x).numpy() for x in gen]
+
+    out = {}
+    for m, mode in SINGLE_MISSING.items():
+        name = missing.MODALITIES[m]
+        (r_tr, g_tr), (r_te, g_te) = pooled("train", mode), pooled("test", mode)
+        y_tr, y_te = truth["train"][f"content_{name}"], truth["test"][f"content_{name}"]
+        probe = metrics.ridge(r_tr[m], y_tr)
+        others = [j for j in range(3) if j != m]
+        out[name] = {"real": metrics.r2(probe(r_te[m]), y_te), "stand-in": metrics.r2(probe(g_te[m]), y_te),
+                     "stand-in own probe": metrics.ridge_r2(g_tr[m], y_tr, g_te[m], y_te),
+                     "linear from present": metrics.ridge_r2(np.concatenate([r_tr[j] for j in others], 1), y_tr,
+                                                             np.concatenate([r_te[j] for j in others], 1), y_te),
+                     "truth predictability": float(np.mean(truth["test"][f"predictability_{name}"]))}
+    out["content R2 gap"] = float(np.mean([out[n]["linear from present"] - out[n]["stand-in own probe"]
+                                           for n in missing.MODALITIES]))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ MPD
 @torch.no_grad()
 def measure_mpd(model: ProMMA, ds: MMSADataset, split: str = "test", per=None) -> dict:
@@ -556,4 +611,4 @@ def _truth(truth):
 
 __all__ = ["ABLATION", "FAST_DECODERS", "FAST_DECODER_SCALE", "SEEDS", "VARIANTS", "ablation_row", "auc", "combine",
            "dpw_decoder_mechanisms", "measure_dpw", "measure_dpw_decoders", "measure_mme", "measure_mpd", "measure_mpdc",
-           "measure_seed", "promma_mechanisms", "refit_decoders", "seed_commits", "train_variants"]
+           "measure_seed", "measure_standins", "promma_mechanisms", "refit_decoders", "seed_commits", "train_variants"]

@@ -48,6 +48,24 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
+def ridge(x_train, y_train, lam: float = 1.0):
+    """A ridge regression (with intercept) fitted on train: returns its prediction function x -> (n,)."""
+    X = np.c_[x_train, np.ones(len(x_train))]
+    w = np.linalg.solve(X.T @ X + lam * np.eye(X.shape[1]), X.T @ np.asarray(y_train))
+    return lambda x: np.c_[x, np.ones(len(x))] @ w
+
+
+def r2(pred, y) -> float:
+    """Coefficient of determination of ``pred`` for ``y``: 1 - MSE / Var(y) (negative when worse than the mean)."""
+    y = np.asarray(y, float)
+    return float(1.0 - np.mean((np.asarray(pred, float) - y) ** 2) / np.var(y))
+
+
+def ridge_r2(x_train, y_train, x_test, y_test, lam: float = 1.0) -> float:
+    """Test R^2 of a ridge regression (with intercept) fitted on train."""
+    return r2(ridge(x_train, y_train, lam)(x_test), y_test)
+
+
 def mosi_metrics(pred, label) -> dict[str, float]:
     p = np.asarray(pred, np.float64).reshape(-1)
     y = np.asarray(label, np.float64).reshape(-1)
