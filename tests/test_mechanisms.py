@@ -103,6 +103,21 @@ def test_what_chapter_3_says_of_the_evaluator_holds(mech):
     assert _mean(comp, "truly_useful_share") < 0.01 < _mean(red, "truly_useful_share")
 
 
+def test_what_chapter_3_says_of_the_stand_ins_holds(mech):
+    """"the stand-ins carry almost none of the missing modality's true content: R² 0.04, 0.00 and 0.00 ... A ridge
+    regression from the same present modalities' features recovers 0.28, 0.11 and 0.31 ... the truth puts what can
+    be predicted at 0.35, 0.52 and 0.54" (redundant), and on the complementary variant nothing is recoverable."""
+    red, comp = mech["redundant"]["standins"], mech["complementary"]["standins"]
+    assert red["seeds"] == comp["seeds"] == [1111, 1112, 1113]
+    said = {"text": (0.04, 0.28, 0.35), "audio": (0.00, 0.11, 0.52), "vision": (0.00, 0.31, 0.54)}
+    for m, (stand, linear, truth) in said.items():
+        got = [round(red["mean"][f"{m}.{k}"], 2) for k in ("stand-in own probe", "linear from present", "truth predictability")]
+        assert got == [stand, linear, truth], (m, got)  # -0.00 == 0.00
+        assert red["mean"][f"{m}.linear from present"] > red["mean"][f"{m}.stand-in own probe"] + 0.1, m
+        assert comp["mean"][f"{m}.linear from present"] < 0.01 and comp["mean"][f"{m}.stand-in own probe"] < 0.01, m
+    assert red["mean"]["content R2 gap"] > 0.15 > 0 > comp["mean"]["content R2 gap"]
+
+
 def test_what_chapter_4_says_of_the_private_prompts_holds(mech):
     for v in VARIANTS:
         r = mech[v]["mpd"]["ratio_own_to_present"]

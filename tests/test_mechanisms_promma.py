@@ -165,3 +165,22 @@ def test_every_variant_starts_its_second_stage_from_the_first_stage(synth_ds, re
     alone = mp.train_variants(ds, 1111, ("without DPW",), model_config=tiny)["without DPW"]
     for k, v in alone.state_dict().items():
         assert torch.equal(v, after.state_dict()[k]), k
+
+
+@pytest.mark.slow
+def test_standins_are_read_against_the_true_content(synth_ds, trained):
+    """measure_standins: per modality the content R² of the real features, of the stand-ins and of a ridge from the
+    present modalities, next to the truth's predictability; the real audio features carry content whatever the
+    model (a full-rank projection of 5 channels), and the truth's predictability is the dataset's."""
+    from mmsa_core.data import synth
+
+    model, _ = trained
+    _, truth = synth.truth(synth_ds.path)
+    out = mp.measure_standins(model, synth_ds, truth)
+    for m in ("text", "audio", "vision"):
+        assert set(out[m]) == {"real", "stand-in", "stand-in own probe", "linear from present", "truth predictability"}
+        assert all(np.isfinite(v) and v <= 1 for v in out[m].values()), out[m]
+        assert out[m]["truth predictability"] == pytest.approx(float(np.mean(truth["test"][f"predictability_{m}"])))
+    assert out["audio"]["real"] > 0.3
+    assert out["content R2 gap"] == pytest.approx(np.mean([out[m]["linear from present"] - out[m]["stand-in own probe"]
+                                                           for m in ("text", "audio", "vision")]))
