@@ -16,8 +16,8 @@ the file holds one mechanism's numbers on one variant of the testbed, per seed a
   over the ten rates r, per seed, under the names ``<row>.<metric>``.
 - ``standins``: on the grid's ProMMA cells (protocol B), how much of a missing modality's TRUE content the
   generated stand-in carries (:func:`mmsa_core.mechanisms_promma.measure_standins`).
-- ``mme``, ``mpd``, ``dpw``, ``dpw_decoders``, ``mpdc``, ``ablation``: ProMMA's modules (:mod:`mmsa_core.mechanisms_promma`, which
-  trains its ablation rows itself, one shared first stage per seed).
+- ``mme``, ``mpd``, ``dpw``, ``dpw_decoders``, ``mpdc``, ``ablation``: ProMMA's modules
+  (:mod:`mmsa_core.mechanisms_promma`, which trains its ablation rows itself, one shared first stage per seed).
 
 LNLN's trained models are the reference grid's own cells (``<results>/runs/<model>-<protocol>-<seed>``): a cell that
 the grid has finished is loaded, one that it has not is trained there first, with the grid's configuration.
@@ -277,14 +277,15 @@ def measure(results_dir, variant: str, seeds=(1111, 1112, 1113), shape: str = "s
         from .config import DataConfig
 
         ds = load_dataset(DataConfig(synth_shape=shape, synth_variant=variant))
+        truth = synth.truth(ds.path)
         cache = Path(results_dir) / "mechanisms"  # one file per seed: an interrupted measurement resumes
         if only is None or "promma" in only:
-            entries.update(promma_mechanisms(ds, synth.truth(ds.path), seeds, variant, cache_dir=cache))
+            entries.update(promma_mechanisms(ds, truth, seeds, variant, cache_dir=cache))
             meta["promma_provenance"] = {
                 "how": "mmsa_core.mechanisms_promma.promma_mechanisms (measure_seed per seed, then combine); one thread, CPU",
                 "measured_at_commit": {str(s): c for s, c in seed_commits(cache, seeds).items()}}
         if only is None or "dpw_decoders" in only:
-            entries.update(dpw_decoder_mechanisms(ds, synth.truth(ds.path), seeds, variant, cache_dir=cache))
+            entries.update(dpw_decoder_mechanisms(ds, truth, seeds, variant, cache_dir=cache))
             meta["dpw_decoders_provenance"] = {
                 "how": "mmsa_core.mechanisms_promma.dpw_decoder_mechanisms (measure_dpw_decoders per seed); one thread, CPU",
                 "measured_at_commit": {str(s): c for s, c in seed_commits(cache, seeds, "dpw-decoders").items()}}

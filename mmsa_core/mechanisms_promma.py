@@ -2,8 +2,8 @@
 
 Each ``measure_*`` function takes a trained ProMMA model, the dataset and (where it scores against it) the truth
 of :func:`mmsa_core.data.synth.truth` (``{split: {key: (N,) array}}``, aligned with the split's samples), and
-returns a plain dict of numbers. :func:`train_variants` trains the ablation rows (and the fast-decoder ProMMA) of one seed with a shared first
-stage; :func:`promma_mechanisms` runs both over seeds and returns the ``mme``, ``mpd``, ``dpw``, ``mpdc`` and
+returns a plain dict of numbers. :func:`train_variants` trains the ablation rows (and the fast-decoder ProMMA) of
+one seed with a shared first stage; :func:`promma_mechanisms` runs both over seeds and returns the ``mme``, ``mpd``, ``dpw``, ``mpdc`` and
 ``ablation`` entries of ``results/<set>/mechanisms.json`` (the file's writer is not here).
 
 What is measured (all on the test split, protocol B with every sample in one fixed missing mode; **ours**):
@@ -77,8 +77,8 @@ SINGLE_MISSING = {0: 1, 1: 2, 2: 3}  # modality -> the mode in which it alone is
 # ------------------------------------------------------------------------------------------------ training
 def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: str = "promma_default",
                    out_dir=None, threads: int | None = 1, model_config: dict | None = None) -> dict[str, ProMMA]:
-    """The rows ``names`` of :data:`VARIANTS` (the ablation rows and the fast-decoder ProMMA) of one seed, trained as :func:`mmsa_core.experiment.run` trains each of them,
-    but with stage 1 trained once: every variant builds the same backbone from the seed and trains it identically
+    """The rows ``names`` of :data:`VARIANTS` (the ablation rows and the fast-decoder ProMMA) of one seed, trained
+    as :func:`mmsa_core.experiment.run` trains each of them, but with stage 1 trained once: every variant builds the same backbone from the seed and trains it identically
     in stage 1 (prompts and modules come from a forked RNG), so each variant starts stage 2 from that checkpoint
     and from the random state stage 1 left. ``model_config`` overrides the preset's for every variant (tests use
     shorter stages). Returns name -> trained model (eval mode, MME teacher attached)."""
@@ -304,9 +304,10 @@ def measure_dpw_decoders(ds: MMSADataset, truth, seed: int, preset: str = "promm
     truth = _truth(truth)
     models = train_variants(ds, seed, ("ProMMA", FAST_DECODERS), preset, threads=threads, model_config=model_config)
     full, fast = models["ProMMA"], models[FAST_DECODERS]
-    dpw = measure_dpw(fast, ds, truth)
+    per = _per_mode(fast, ds)
+    dpw = measure_dpw(fast, ds, truth, per=per)
     return {"seed": seed, "refit": refit_decoders(full, ds), "ProMMA": ablation_row(full, ds),
-            FAST_DECODERS: {**ablation_row(fast, ds), **{k: dpw[k] for k in DPW_FAST_FIELDS if k in dpw}}}
+            FAST_DECODERS: {**ablation_row(fast, ds, per=per), **{k: dpw[k] for k in DPW_FAST_FIELDS if k in dpw}}}
 
 
 def dpw_decoder_mechanisms(ds: MMSADataset, truth, seeds=SEEDS, variant: str | None = None,
@@ -443,30 +444,37 @@ def measure_standins(model: ProMMA, ds: MMSADataset, truth: dict, batch_size: in
     dev = next(model.parameters()).device
     model.eval()
 
-    def pooled(split, mode):
+    def batches(split):
         data = ds[split].data
-        plan = missing.draw("B", data, None, 0, 0, split, mode=mode)
-        real, gen = [[], [], []], [[], [], []]
         for start in range(0, len(data), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(data)))
-            part = data.take(idx).to(dev)
-            raw, masks, present = model._inputs(missing.apply(part, plan.take(idx), ds.spec.unk_id))
-            stand = model.generator(raw, masks, present)  # 3 x (b, L_m, d)
-            raw_c, masks_c, _ = model._inputs(part)
-            for m in range(3):
-                real[m].append(masked_mean(model.proj[m](raw_c[m]), masks_c[m]).float().cpu())
-                gen[m].append(masked_mean(stand[m], masks_c[m]).float().cpu())
-        return [torch.cat(x).numpy() for x in real], [torch.cat(x).numpy() for x in gen]
+            yield idx, data.take(idx).to(dev)
 
+    def real(split):  # 3 x (N, d): each modality's real projected features, pooled
+        parts = [[], [], []]
+        for _, part in batches(split):
+            raw, masks, _ = model._inputs(part)
+            for m in range(3):
+                parts[m].append(masked_mean(model.proj[m](raw[m]), masks[m]).float().cpu())
+        return [torch.cat(x).numpy() for x in parts]
+
+    def stand_in(split, m):  # (N, d): m's stand-in with m alone missing, pooled over m's valid positions
+        plan, parts = missing.draw("B", ds[split].data, None, 0, 0, split, mode=SINGLE_MISSING[m]), []
+        for idx, part in batches(split):
+            raw, masks, present = model._inputs(missing.apply(part, plan.take(idx), ds.spec.unk_id))
+            mask_c = model._inputs(part)[1][m]
+            parts.append(masked_mean(model.generator(raw, masks, present)[m], mask_c).float().cpu())
+        return torch.cat(parts).numpy()
+
+    r_tr, r_te = real("train"), real("test")
     out = {}
-    for m, mode in SINGLE_MISSING.items():
-        name = missing.MODALITIES[m]
-        (r_tr, g_tr), (r_te, g_te) = pooled("train", mode), pooled("test", mode)
+    for m, name in enumerate(missing.MODALITIES):
+        g_tr, g_te = stand_in("train", m), stand_in("test", m)
         y_tr, y_te = truth["train"][f"content_{name}"], truth["test"][f"content_{name}"]
         probe = metrics.ridge(r_tr[m], y_tr)
         others = [j for j in range(3) if j != m]
-        out[name] = {"real": metrics.r2(probe(r_te[m]), y_te), "stand-in": metrics.r2(probe(g_te[m]), y_te),
-                     "stand-in own probe": metrics.ridge_r2(g_tr[m], y_tr, g_te[m], y_te),
+        out[name] = {"real": metrics.r2(probe(r_te[m]), y_te), "stand-in": metrics.r2(probe(g_te), y_te),
+                     "stand-in own probe": metrics.ridge_r2(g_tr, y_tr, g_te, y_te),
                      "linear from present": metrics.ridge_r2(np.concatenate([r_tr[j] for j in others], 1), y_tr,
                                                              np.concatenate([r_te[j] for j in others], 1), y_te),
                      "truth predictability": float(np.mean(truth["test"][f"predictability_{name}"]))}
