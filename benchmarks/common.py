@@ -34,11 +34,37 @@ def time_it(fn, device: torch.device, repeats: int = 5, warmup: int = 1) -> dict
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated on CUDA; the process's peak resident set size on the CPU."""
+    """Peak GPU memory allocated on CUDA; the process's peak resident set size on the CPU (since it started)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window: CUDA's peak statistics, or on Linux the process's resident high-water
+    mark (``/proc/self/clear_refs``; the window starts at the memory resident now). False where it cannot."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_memory_mb(device: torch.device) -> float | None:
+    """Peak memory since the last :func:`reset_peak_memory` (CPU: the Linux VmHWM), None where unknown."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        with open("/proc/self/status") as f:
+            line = next(ln for ln in f if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 1024
 
 
 def environment(device: torch.device) -> dict:

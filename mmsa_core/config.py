@@ -367,9 +367,10 @@ def check_model_config(mcfg, where: str) -> None:
         if isinstance(vals.get(width), int) and isinstance(vals.get(heads), int) and vals[heads] > 0 \
                 and vals[width] % vals[heads]:
             raise ConfigError(f"{where}.{width}: expected a multiple of {heads} = {vals[heads]}, got {vals[width]}")
-    if vals.get("trim_padding") is True and vals.get("mask_attention") is False:  # LNLN: unmasked, padding counts
-        raise ConfigError(f"{where}.trim_padding: expected false with mask_attention false (unmasked attention "
-                          "attends to the padding, so cutting it changes the result), got true")
+    for lever in ("trim_padding", "drop_masked"):  # LNLN: unmasked attention, the padding counts
+        if vals.get(lever) is True and vals.get("mask_attention") is False:
+            raise ConfigError(f"{where}.{lever}: expected false with mask_attention false (unmasked attention "
+                              "attends to the padding, so cutting it changes the result), got true")
 
 
 def config_hash(cfg: RunConfig) -> str:

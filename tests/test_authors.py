@@ -298,9 +298,9 @@ def test_presets_are_sets_of_switches():
     from mmsa_core.models.lnln import lnln_preset
 
     for name in ("mosi", "mosei", "sims"):  # the authors' model: the paper preset with attention masks off (and
-        # so no trimming of padding, which the unmasked attention reads)
+        # so no trimming or dropping of padding, which the unmasked attention reads)
         assert asdict(model_config(load_config(f"lnln_authors_{name}"))) == \
-            asdict(replace(lnln_preset(name), mask_attention=False, trim_padding=False)), name
+            asdict(replace(lnln_preset(name), mask_attention=False, trim_padding=False, drop_masked=False)), name
     ours = asdict(model_config(load_config("lnln_default")))
     assert asdict(model_config(load_config("lnln_authors_default"))) == \
         {**ours, "mask_attention": False, "grl_only_discriminator": False}

@@ -332,17 +332,55 @@ def test_unchanged_rows_are_embedded_once_with_the_same_gradients():
     assert rows[1] == len(batch)  # evaluation: the incomplete input only
 
 
+def test_summary_queries_only_in_the_last_layer_change_nothing_but_the_work():
+    """``summary_only_last``: the last layer of each unimodal embedding computes the T summary outputs only (its
+    feed-forward sees T positions, not T + L); predictions, losses and gradients are those of the full layer."""
+    batch = random_batch(LEVER_SPEC, 6, seed=7)
+    plain, fast = twin_models(LEVER_SPEC, summary_only_last=True)
+    rows = []
+    fast.embed_vision.summary.transformer.layers[-1].ff.register_forward_hook(lambda m, a, o: rows.append(a[0].shape[1]))
+    assert_same_training(losses_and_grads(plain, batch), losses_and_grads(fast, batch))
+    assert rows and set(rows) == {LNLNConfig().n_tokens}
+
+
+def test_leaving_out_masked_frames_changes_nothing_but_the_lengths():
+    """``drop_masked``: dropped and padded frames leave the unimodal embeddings' sequences (after the positional
+    embedding); at missing rate 0.5 the evaluation's audio and vision sequences are shorter, and predictions,
+    losses and gradients are unchanged."""
+    batch = random_batch(LEVER_SPEC, 8, seed=8, rate=0.5)
+    plain, fast = twin_models(LEVER_SPEC, drop_masked=True)
+    seen = []
+    fast.embed_vision.summary.transformer.layers[0].register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    assert_same_training(losses_and_grads(plain, batch), losses_and_grads(fast, batch))
+    T = LNLNConfig().n_tokens
+    valid = int(batch.vision_mask.sum(1).max())  # the incomplete input's most kept frames of a row
+    assert seen[-1] == T + valid < T + LEVER_SPEC.vision_len  # evaluation: the kept frames only
+    with pytest.raises(ValueError, match="drop_masked needs mask_attention"):
+        LNLN(replace(LNLNConfig(), drop_masked=True, mask_attention=False), LEVER_SPEC)
+
+
+def test_dropping_the_masked_positions_keeps_each_rows_valid_positions_in_order():
+    from mmsa_core.models.layers import drop_masked_positions
+
+    x = torch.arange(2 * 5, dtype=torch.float).view(2, 5, 1)
+    mask = torch.tensor([[True, False, True, False, True], [False, False, False, True, False]])
+    out, m = drop_masked_positions(x, mask)
+    assert out[0, :, 0].tolist() == [0.0, 2.0, 4.0] and out[1, 0, 0].item() == 8.0  # row 1's other slots: masked
+    assert m.tolist() == [[True, True, True], [True, False, False]]
+
+
 def test_levers_together_on_a_paper_preset():
-    """The MOSI preset turns trimming and sharing on; with both, the paper-sized model trains as without them."""
-    assert lnln_preset("mosi").trim_padding and lnln_preset("mosi").share_unchanged
-    assert not LNLNConfig().trim_padding and not LNLNConfig().share_unchanged  # the default preset is untouched
+    """The MOSI preset turns every exact lever on; with them, the paper-sized model trains as without them."""
+    levers = ("trim_padding", "share_unchanged", "summary_only_last", "drop_masked")
+    assert all(getattr(lnln_preset("mosi"), k) for k in levers)
+    assert not any(getattr(LNLNConfig(), k) for k in levers)  # the default preset is untouched
     spec = replace(LEVER_SPEC, text_dim=768)
     batch = padded(random_batch(LEVER_SPEC, 6, seed=5), 0)
     batch = batch.with_(text_feat=torch.randn(6, spec.text_len, 768), complete=batch.complete.with_(
         text_feat=torch.randn(6, spec.text_len, 768)))
     torch.manual_seed(0)
     fast = LNLN(replace(lnln_preset("mosi"), text=FEATURES), spec)
-    plain = LNLN(replace(lnln_preset("mosi"), text=FEATURES, trim_padding=False, share_unchanged=False), spec)
+    plain = LNLN(replace(lnln_preset("mosi"), text=FEATURES, **dict.fromkeys(levers, False)), spec)
     plain.load_state_dict(fast.state_dict())
     (pa, la, ga, ea), (pb, lb, gb, eb) = losses_and_grads(plain, batch), losses_and_grads(fast, batch)
     torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)

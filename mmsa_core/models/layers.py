@@ -91,12 +91,21 @@ class Transformer(nn.Module):
 
 class SummaryTransformer(nn.Module):
     """Token-summarising Transformer: ``n_summary`` learned tokens are prepended to a sequence of length
-    ``seq_len``, a learned positional embedding is added, and the first ``n_summary`` outputs are returned."""
+    ``seq_len``, a learned positional embedding is added, and the first ``n_summary`` outputs are returned.
+
+    Two switches (ours) compute the same function with less work, up to float rounding:
+
+    - ``summary_only_last``: the last layer computes only the ``n_summary`` outputs that are returned (its queries
+      are the summary tokens; keys and values are still every position);
+    - ``drop_masked``: the masked positions (padding, dropped frames) are removed from the sequence after the
+      positional embedding is added, since no query ever attends to them and their own outputs are never returned;
+      each row keeps its valid positions in order, padded to the longest row."""
 
     def __init__(self, dim, seq_len, n_summary=8, depth=2, heads=8, dim_head=64, mlp_dim=128, dropout=0.0,
-                 summary_init: float = 0.0):
+                 summary_init: float = 0.0, summary_only_last: bool = False, drop_masked: bool = False):
         super().__init__()
         self.n_summary = n_summary
+        self.summary_only_last, self.drop_masked = summary_only_last, drop_masked
         self.summary = nn.Parameter(torch.full((1, n_summary, dim), float(summary_init)))
         self.pos = nn.Parameter(torch.randn(1, seq_len + n_summary, dim) * 0.02)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
@@ -104,10 +113,29 @@ class SummaryTransformer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, L, D); mask: (B, L) bool
         B, L, _ = x.shape
-        x = torch.cat([self.summary.expand(B, -1, -1), x], 1) + self.pos[:, : L + self.n_summary]  # (B, T+L, D)
+        T = self.n_summary
+        x = torch.cat([self.summary.expand(B, -1, -1), x], 1) + self.pos[:, : L + T]  # (B, T+L, D)
         if mask is not None:
-            mask = torch.cat([mask.new_ones(B, self.n_summary), mask], 1)  # (B, T+L)
-        return self.transformer(x, mask)[:, : self.n_summary]  # (B, T, D)
+            mask = torch.cat([mask.new_ones(B, T), mask], 1)  # (B, T+L)
+            if self.drop_masked:
+                x, mask = drop_masked_positions(x, mask)  # (B, T+L', D), L' = most valid positions of a row
+        if not self.summary_only_last:
+            return self.transformer(x, mask)[:, :T]  # (B, T, D)
+        *layers, last = self.transformer.layers
+        for layer in layers:
+            x = layer(x, mask)  # (B, T+L, D)
+        return last(x[:, :T], ctx=x, ctx_mask=mask)  # (B, T, D): only the summary queries
+
+
+def drop_masked_positions(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's valid positions of ``x`` (B, L, D), in order, moved to the front and cut to the longest row:
+    (B, L', D) and its mask (B, L'). One host sync (L')."""
+    counts = mask.sum(1)  # (B,)
+    order = torch.argsort((~mask.bool()).to(torch.uint8), dim=1, stable=True)  # valid positions first, in order
+    n = max(1, int(counts.max()))
+    order = order[:, :n]  # (B, L')
+    x = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))  # (B, L', D)
+    return x, torch.arange(n, device=mask.device)[None] < counts[:, None]
 
 
 class _GradReverse(torch.autograd.Function):

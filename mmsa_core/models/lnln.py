@@ -58,6 +58,12 @@ bit-identical, on in the paper presets; each computes the same function up to fl
 - ``share_unchanged``: in the batched pass, a sample whose incomplete modality equals its complete one (about half
   of them under protocol A's training draw) is embedded once and used in both roles; the gradients of both uses
   add up on the one tensor, as they would over two passes.
+- ``summary_only_last``: the last layer of each unimodal embedding computes only the T summary tokens it returns
+  (queries = the summary tokens, keys and values = every position), not every position's output.
+- ``drop_masked``: each unimodal embedding leaves out the masked positions (padding and dropped audio / vision
+  frames) after adding the positional embedding: no query attends to them and their outputs are never read, so
+  under protocol A at rate r the audio and vision sequences shrink by about r (the gain is in evaluation; in
+  training the complete rows of the joint pass keep every frame). Like trimming, refused with unmasked attention.
 - ``checkpoint_text``: activation checkpointing of a BERT text encoder in training (less memory, one more forward
   of the encoder per step); nothing changes with precomputed features.
 - ``cpu_bf16``: bf16 autocast on a CPU with native bf16 (AVX512-BF16 or AMX; fp32 elsewhere, with a warning);
@@ -138,6 +144,8 @@ class LNLNConfig:
     # speed levers (see the module docstring); none changes what is computed beyond float rounding
     trim_padding: bool = False  # cut each modality to the batch's longest valid length before embedding it
     share_unchanged: bool = False  # embed a complete row only where it differs from the incomplete one
+    summary_only_last: bool = False  # last layer of each unimodal embedding: only the summary tokens' outputs
+    drop_masked: bool = False  # unimodal embeddings: masked positions (padding, dropped frames) left out
     checkpoint_text: bool = False  # activation checkpointing of a BERT text encoder in training
     cpu_bf16: bool = False  # bf16 autocast on CPUs with native bf16 (fp32 elsewhere)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -166,6 +174,7 @@ def lnln_preset(name: str) -> LNLNConfig:
     paper = LNLNConfig(dim=128, heads=8, dim_head=64, mlp_dim=128, n_tokens=8, hyper_dim_head=16,
                        disc_hidden=64, cc_hidden=64, pos_std=1.0, grl_only_discriminator=False,
                        alpha=0.9, beta=0.8, gamma=0.1, sigma=1.0, trim_padding=True, share_unchanged=True,
+                       summary_only_last=True, drop_masked=True,
                        text=TextEncoderConfig(kind="pretrained", name_or_path="bert-base-uncased"))
     presets = {
         "mosi": paper,
@@ -218,7 +227,8 @@ class UnimodalEmbedding(nn.Module):
         super().__init__()
         self.proj = nn.Linear(in_dim, cfg.dim)
         self.summary = SummaryTransformer(cfg.dim, seq_len, cfg.n_tokens, cfg.embed_depth, cfg.heads, cfg.dim_head,
-                                          cfg.mlp_dim, cfg.dropout)
+                                          cfg.mlp_dim, cfg.dropout, summary_only_last=cfg.summary_only_last,
+                                          drop_masked=cfg.drop_masked)
 
     def forward(self, x, mask):
         # x: (B, L, in_dim); mask: (B, L) bool, True = valid and kept
@@ -334,9 +344,10 @@ class LNLN(nn.Module):
 
     def __init__(self, cfg: LNLNConfig, spec: DataSpec):
         super().__init__()
-        if cfg.trim_padding and not cfg.mask_attention:
-            raise ValueError("LNLN: trim_padding needs mask_attention (unmasked attention attends to the padding, "
-                             "so cutting it changes the result); set trim_padding false")
+        for lever in ("trim_padding", "drop_masked"):
+            if getattr(cfg, lever) and not cfg.mask_attention:
+                raise ValueError(f"LNLN: {lever} needs mask_attention (unmasked attention attends to the padding, "
+                                 f"so cutting it changes the result); set {lever} false")
         self.cfg, self.spec = cfg, spec
         self.introspect = False
         self._warned_bf16 = False  # cpu_bf16 on a CPU without native bf16: warned once
