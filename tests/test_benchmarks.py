@@ -97,6 +97,11 @@ def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
     assert list(epochs.index.get_level_values("variant")) == ["authors", "ours"]
     assert epochs.loc[("lnln.json", "ours"), "batches timed"] == "2/75"
     assert bench_tables.lnln_ratios([("old.json", {"benchmark": "lnln_step"})]).empty  # a file without the authors
+    # this run windows memory per epoch and names the process peak apart; a file without the windows is labelled so
+    assert "epochs" in ratios.loc["memory_ratio_vs_authors", "ratio"]
+    assert "whole process" in ratios.loc["memory_ratio_vs_authors_process", "ratio"]
+    older = {k: v for k, v in r.items() if not k.endswith("_process")}
+    assert "whole process" in bench_tables.lnln_ratios([("old.json", older)]).set_index("key").loc["memory_ratio_vs_authors", "ratio"]
 
 
 @pytest.mark.slow

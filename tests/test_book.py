@@ -208,12 +208,20 @@ def test_what_the_performance_appendix_says_holds():
     for key in ("speedup_train_vs_authors", "speedup_eval_vs_authors"):
         for r in (before, now):
             assert f"{r[key]:.2f}" in prose, (key, r[key])
-    assert f"{now['memory_ratio_vs_authors']:.2f}" in prose and f"{now['memory_ratio_vs_authors_ckpt']:.2f}" in prose
+    for key in ("memory_ratio_vs_authors", "memory_ratio_vs_authors_process", "memory_ratio_vs_authors_ckpt"):
+        assert f"{now[key]:.2f}" in prose, (key, now[key])
     t = now["targets"]
-    assert now["speedup_eval_vs_authors"] < t["speedup_eval_vs_authors"]  # "short of the 2x target"
-    assert before["speedup_train_vs_authors"] < now["speedup_train_vs_authors"] < t["speedup_train_vs_authors"]
+    # "above the 2.5x target" and "above the 2x target"; the earlier file was short of both
+    assert now["speedup_train_vs_authors"] >= t["speedup_train_vs_authors"] > before["speedup_train_vs_authors"]
+    assert now["speedup_eval_vs_authors"] >= t["speedup_eval_vs_authors"] > before["speedup_eval_vs_authors"]
+    # "over the 0.5 ceiling"; with checkpointing under it
     assert now["memory_ratio_vs_authors"] > t["memory_ratio_vs_authors"] > now["memory_ratio_vs_authors_ckpt"]
     ratio_ckpt = now["speedup_train_vs_authors"] / now["time_ratio_ckpt_vs_ours"]
+    assert ratio_ckpt >= t["speedup_train_vs_authors"]  # "still above 2.5": checkpointing meets all three targets
+    assert f"about {round(100 * (now['time_ratio_ckpt_vs_ours'] - 1))}% of the" in prose
+    ckpt_eval = now["ours-ckpt"]["epoch"]["eval"]["samples_per_s"] / now["authors"]["epoch"]["eval"]["samples_per_s"]
+    assert ckpt_eval >= t["speedup_eval_vs_authors"]
+    assert f"{now['params_total'] * 16 / 1e9:.2f} GB" in prose and f"{now['params_total'] / 1e6:.0f} million" in prose
     assert f"about {ratio_ckpt:.1f}" in prose  # the training ratio with checkpointing
 
 

@@ -94,11 +94,12 @@ def speedups(files: list[tuple[str, dict]]) -> pd.DataFrame:
 RATIOS = {
     "speedup_train_vs_authors": "training epoch, samples/s: ours / authors' protocol",
     "speedup_eval_vs_authors": "evaluation of the test split, samples/s: ours / authors' protocol",
-    "memory_ratio_vs_authors": "peak memory: ours / authors' protocol",
-    "memory_ratio_vs_authors_ckpt": "peak memory: ours with text-encoder checkpointing / authors' protocol",
+    "memory_ratio_vs_authors": "peak memory over the training and evaluation epochs: ours / authors' protocol",
+    "memory_ratio_vs_authors_process": "peak memory of the whole process (per-step batch included): ours / authors' protocol",
+    "memory_ratio_vs_authors_ckpt": "epoch peak memory: ours with text-encoder checkpointing / authors' protocol",
     "speedup_train_vs_straightforward": "training epoch, samples/s: ours / straightforward",
     "speedup_eval_vs_straightforward": "evaluation, samples/s: ours / straightforward",
-    "memory_ratio_vs_straightforward": "peak memory: ours / straightforward",
+    "memory_ratio_vs_straightforward": "peak memory over the training and evaluation epochs: ours / straightforward",
     "step_speedup_train_vs_authors": "training step (random batch of MOSI shapes): ours / authors' protocol",
     "step_speedup_eval_vs_authors": "evaluation step (random batch of MOSI shapes): ours / authors' protocol",
     "time_ratio_ckpt_vs_ours": "training time: with text-encoder checkpointing / without",
@@ -119,9 +120,13 @@ def lnln_ratios(files: list[tuple[str, dict]]) -> pd.DataFrame:
     for f, r in files:
         if r.get("benchmark") != "lnln_step" or r.get("speedup_train_vs_authors") is None:
             continue
+        windowed = "memory_ratio_vs_authors_process" in r  # older files measured only the whole process's peak
         for key, what in RATIOS.items():
             if r.get(key) is None:
                 continue
+            if key.startswith("memory_ratio") and not windowed:
+                what = what.replace("peak memory over the training and evaluation epochs", "peak memory of the whole process")
+                what = what.replace("epoch peak memory", "peak memory of the whole process")
             target, ceiling = r.get("targets", {}).get(key), is_ceiling(key)
             met = None if target is None else bool(r[key] <= target if ceiling else r[key] >= target)
             rows.append({"file": f, "ratio": what, "key": key, "measured": round(float(r[key]), 3),
@@ -133,7 +138,7 @@ def lnln_ratios(files: list[tuple[str, dict]]) -> pd.DataFrame:
 
 def lnln_epochs(files: list[tuple[str, dict]]) -> pd.DataFrame:
     """Per file and variant: one training epoch and one evaluation of the test split (samples/s, seconds), and the
-    variant's peak memory."""
+    variant's peak memory over those two epochs (where the file has it) and over its whole process."""
     rows = []
     for f, r in files:
         if r.get("benchmark") != "lnln_step":
@@ -144,13 +149,15 @@ def lnln_epochs(files: list[tuple[str, dict]]) -> pd.DataFrame:
                 continue
             rows.append({"file": f, "variant": v, "train samples/s": e["train"]["samples_per_s"],
                          "train epoch s": e["train"]["epoch_s"], "eval samples/s": e["eval"]["samples_per_s"],
-                         "eval of test split s": e["eval"]["epoch_s"], "peak memory (MB)": r[v]["peak_memory_mb"],
+                         "eval of test split s": e["eval"]["epoch_s"],
+                         "epoch peak memory (MB)": r[v].get("epoch_peak_memory_mb"),
+                         "process peak memory (MB)": r[v]["peak_memory_mb"],
                          "batches timed": f"{e['train']['batches_timed']}/{e['train']['batches_per_epoch']}",
                          "extrapolated": e["train"]["extrapolated"], "device": r.get("device")})
     df = pd.DataFrame(rows)
     if not df.empty:
         for c, d in (("train samples/s", 2), ("train epoch s", 0), ("eval samples/s", 1), ("eval of test split s", 0),
-                     ("peak memory (MB)", 0)):
+                     ("epoch peak memory (MB)", 0), ("process peak memory (MB)", 0)):
             df[c] = pd.to_numeric(df[c]).round(d)
         df = df.set_index(["file", "variant"])
     return df
