@@ -7,6 +7,7 @@ The grid of the embedded default ships with the package, in :data:`REFERENCE_GRI
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,22 +245,37 @@ def live_cell(ref: Reference, model: str = "baseline", protocol: str = "A", seed
     """Re-train one cell of the grid now, with the configuration recorded for it, and compare it with its
     committed records. Returns a table (rows "committed" and "re-run now": each metric averaged over the ten
     test levels of the training protocol, rounded as the tables are) and a summary of the record-by-record
-    comparison (the differences, if any, and the largest one)."""
+    comparison: the tolerance it used (0, bit for bit, on the kind of machine that wrote the grid, else
+    :data:`~mmsa_core.reproduce.ACROSS_MACHINES_ATOL`: :func:`~mmsa_core.reproduce.rerun_atol`), whether every
+    record agrees within it, the differences beyond it, if any, and the largest difference."""
     import tempfile
 
-    from ..reproduce import compare_records, rerun_cell
+    from ..reproduce import compare_records, rerun_atol, rerun_cell
 
-    with tempfile.TemporaryDirectory(prefix="mmsa-live-") as tmp, preserved_rng():
-        new, old = rerun_cell(ref.dir, model, protocol, seed, out_dir=tmp)
+    log = logging.getLogger("mmsa_core.reproduce")
+    level = log.level
+    log.setLevel(logging.ERROR)  # the summary says whether the data differs; a warning would vary the page by machine
+    try:
+        with tempfile.TemporaryDirectory(prefix="mmsa-live-") as tmp, preserved_rng():
+            new, old = rerun_cell(ref.dir, model, protocol, seed, out_dir=tmp)
+            now = read_json(Path(tmp) / "provenance.json")
+    finally:
+        log.setLevel(level)
+    committed = ref.provenance["cells"][f"{model}-{protocol}-{seed}"]
     rows = {}
     for label, df in (("committed", old), ("re-run now", new)):
         d = df[(df.protocol == protocol) & (df.setting == "rate")]
         rows[label] = d.groupby("metric", sort=False).value.mean()
     tab = pd.DataFrame(rows).T[metrics or headline_metrics(_language(ref))]
     tab.index.name = f"{model}, trained under {protocol}, seed {seed}"
-    differences = compare_records(new, old, ignore=("commit", "device"))  # exact, record by record
+    atol = rerun_atol(committed, now)
+    differences = compare_records(new, old, ignore=("commit", "device"), atol=atol)  # record by record
     gap = (new.value - old.value).abs().max() if len(new) == len(old) else float("nan")
-    summary = {"records": len(old), "differences": differences or "none", "largest difference": float(gap)}
+    same_data = now["dataset_fingerprint"] == committed.get("dataset_fingerprint")
+    summary = {"records": len(old), "data": "the committed bytes" if same_data else
+               f"other bytes (fingerprint {now['dataset_fingerprint']}, committed {committed.get('dataset_fingerprint')})",
+               "tolerance": atol, "agrees": not differences, "differences": differences or "none",
+               "largest difference": float(gap)}
     return percent_rounded(tab), summary
 
 
