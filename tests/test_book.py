@@ -210,6 +210,7 @@ def test_what_the_performance_appendix_says_holds():
             assert f"{r[key]:.2f}" in prose, (key, r[key])
     for key in ("memory_ratio_vs_authors", "memory_ratio_vs_authors_process", "memory_ratio_vs_authors_ckpt"):
         assert f"{now[key]:.2f}" in prose, (key, now[key])
+    assert now["cpu_native_bf16"] and not before["cpu_native_bf16"]  # "with ... native bf16", "without native bf16"
     t = now["targets"]
     # "above the 2.5x target" and "above the 2x target"; the earlier file was short of both
     assert now["speedup_train_vs_authors"] >= t["speedup_train_vs_authors"] > before["speedup_train_vs_authors"]
@@ -223,6 +224,38 @@ def test_what_the_performance_appendix_says_holds():
     assert ckpt_eval >= t["speedup_eval_vs_authors"]
     assert f"{now['params_total'] * 16 / 1e9:.2f} GB" in prose and f"{now['params_total'] / 1e6:.0f} million" in prose
     assert f"about {ratio_ckpt:.1f}" in prose  # the training ratio with checkpointing
+    bf = json.loads((book.BENCHMARK_RESULTS / "lnln-cpu-bf16.json").read_text())
+    assert bf["variants"] == ["ours", "ours-bf16"] and bf["cpu_native_bf16"] and bf["device"] == now["device"]
+    rate = lambda r, v, phase: r[v]["epoch"][phase]["samples_per_s"]  # noqa: E731
+    assert f"{bf['speedup_train_bf16_vs_ours']:.2f}x as fast" in prose
+    assert f"evaluation {rate(bf, 'ours-bf16', 'eval') / rate(bf, 'ours', 'eval'):.2f}x" in prose
+    assert f"{bf['ours-bf16']['epoch_peak_memory_mb'] / bf['ours']['epoch_peak_memory_mb']:.2f} of the epoch peak" in prose
+    assert f"up to {bf['max_abs_pred_diff_bf16']:.4f}" in prose
+    assert f"about {now['speedup_train_vs_authors'] * bf['speedup_train_bf16_vs_ours']:.1f}x" in prose
+    assert f"{bf['ours-bf16']['epoch_peak_memory_mb'] / now['authors']['epoch_peak_memory_mb']:.2f} of the memory" in prose
+
+
+def test_what_the_appendix_says_of_the_frozen_minilm_holds():
+    """Chapter 10's paragraph on reading the words through a frozen MiniLM quotes text-cpu.json: the time ratios
+    and new rows it names are the file's, the first MiniLM run is the one that encodes, and every model's MAE is
+    worse than with the features."""
+    from mmsa_core import book
+
+    prose = "\n".join(src(c) for c in read_nb(BOOK / "10_performance.ipynb")["cells"] if c["cell_type"] == "markdown")
+    r = json.loads((book.BENCHMARK_RESULTS / "text-cpu.json").read_text())
+    feat = {x["model"]: x for x in r["runs"] if x["text"] == "features"}
+    lm = [x for x in r["runs"] if x["text"] == "minilm-frozen"]
+    assert [x["model"] for x in lm] == ["lnln", "promma", "baseline"] and all(x["cache"] for x in lm)
+    for x in lm:
+        assert f"{x['time_ratio_vs_features']:.2f}x" in prose, x
+        assert f"from {feat[x['model']]['test_MAE_protocol_A_mean']:.3f} to {x['test_MAE_protocol_A_mean']:.3f}" in prose
+        assert x["test_MAE_protocol_A_mean"] > feat[x["model"]]["test_MAE_protocol_A_mean"]  # "every model does worse"
+    assert f"{lm[0]['cache_misses']} of the rows" in prose and f"({lm[1]['cache_misses']} new rows)" in prose
+    assert lm[2]["cache_misses"] == 0 and "(none)" in prose
+    assert lm[0]["cache_misses"] > 10 * lm[1]["cache_misses"]  # "the first model pays, the others hardly"
+    assert lm[0]["time_ratio_vs_features"] > 2 > 1.2 > max(lm[1]["time_ratio_vs_features"], lm[2]["time_ratio_vs_features"])
+    table = book.text_paths([("text-cpu.json", r)])
+    assert table.loc[("text-cpu.json", "lnln", "minilm-frozen"), "cache misses"] == lm[0]["cache_misses"]
 
 
 def test_benchmark_tables_read_the_files(tmp_path):

@@ -29,7 +29,7 @@ This package sits at the top of ``mmsa_core``: it may import any of it; nothing 
 """
 
 from . import benchmarks, data, grid, lnln, promma, runs, tables, testbed
-from .benchmarks import BENCHMARK_RESULTS, benchmark_files, benchmark_table, lnln_epochs, lnln_ratios, speedups
+from .benchmarks import BENCHMARK_RESULTS, benchmark_files, benchmark_table, lnln_epochs, lnln_ratios, speedups, text_paths
 from .data import KEY_MEANINGS, achieved, examples, format_table, modes_table, probe, token_table
 from .grid import (REFERENCE_GRID, REFERENCE_GRIDS, REFERENCE_WALK, ablation_reference, grid_findings, reference_check, mechanism_table, mechanisms, Reference, grid_summary, live_cell, mode_means, optimism, reference, reference_acc2,
                    reference_dir, robustness_curves)

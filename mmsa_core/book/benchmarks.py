@@ -53,6 +53,10 @@ def benchmark_table(files: list[tuple[str, dict]]) -> pd.DataFrame:
         elif kind == "sweep":
             add(f, r, f"sweep of {r['settings']} settings ({r['model']}, protocol {r['protocol']})", r["sweep"],
                 r["samples_per_s"], r["peak_memory_mb"])
+        elif kind == "text_path":
+            for run in r["runs"]:
+                add(f, r, f"chapter run of {run['model']} ({run['epochs']} epochs + both sweeps), text: {run['text']}",
+                    {"median_s": run["wall_s"], "repeats": 1}, None, None)
         elif kind == "data":
             add(f, r, f"epoch of corrupted batches ({r['shape']} shapes)", r["epoch_of_corrupted_batches"],
                 r["samples_per_s"], r["peak_memory_mb"])
@@ -104,6 +108,7 @@ RATIOS = {
     "step_speedup_eval_vs_authors": "evaluation step (random batch of MOSI shapes): ours / authors' protocol",
     "time_ratio_ckpt_vs_ours": "training time: with text-encoder checkpointing / without",
     "speedup_train_vs_authors_bf16": "training epoch: ours in CPU bf16 / authors' protocol",
+    "speedup_train_bf16_vs_ours": "training epoch: ours in CPU bf16 / ours in fp32",
     "speedup_train_vs_authors_compiled": "training epoch: ours under torch.compile / authors' protocol",
     "eval_vs_train_per_sample": "ours: evaluation samples/s / training samples/s",
 }
@@ -114,11 +119,11 @@ def is_ceiling(key: str) -> bool:
 
 
 def lnln_ratios(files: list[tuple[str, dict]]) -> pd.DataFrame:
-    """One row per ratio of every ``bench_lnln.py`` file that measured the authors' protocol: the value, its
+    """One row per ratio of every ``bench_lnln.py`` file that measured one of :data:`RATIOS`: the value, its
     target (a floor for speed-ups, a ceiling for memory), whether it is met, and whether it was extrapolated."""
     rows = []
     for f, r in files:
-        if r.get("benchmark") != "lnln_step" or r.get("speedup_train_vs_authors") is None:
+        if r.get("benchmark") != "lnln_step" or all(r.get(k) is None for k in RATIOS):
             continue
         windowed = "memory_ratio_vs_authors_process" in r  # older files measured only the whole process's peak
         for key, what in RATIOS.items():
@@ -163,4 +168,20 @@ def lnln_epochs(files: list[tuple[str, dict]]) -> pd.DataFrame:
     return df
 
 
-__all__ = ["lnln_epochs", "lnln_ratios", "BENCHMARK_RESULTS", "benchmark_files", "benchmark_table", "speedups"]
+def text_paths(files: list[tuple[str, dict]]) -> pd.DataFrame:
+    """Per ``bench_text.py`` run: a chapter's default run with the pickle's MiniLM states (``features``) or with the
+    token ids read by a frozen MiniLM, its wall time against the features run, what the encoder cache served, and
+    the test MAE and Acc-2 averaged over protocol A's rates. The runs are in the order they ran in one process."""
+    rows = []
+    for f, r in files:
+        if r.get("benchmark") != "text_path":
+            continue
+        for run in r["runs"]:
+            rows.append({"file": f, "model": run["model"], "text": run["text"], "wall s": run["wall_s"],
+                         "time / features": run["time_ratio_vs_features"], "cache hits": run["cache_hits"],
+                         "cache misses": run["cache_misses"], "MAE (A, mean)": run["test_MAE_protocol_A_mean"],
+                         "Acc-2 (A, mean)": round(100 * run["test_Acc2_protocol_A_mean"], 2)})
+    return pd.DataFrame(rows).set_index(["file", "model", "text"]) if rows else pd.DataFrame(rows)
+
+
+__all__ = ["lnln_epochs", "text_paths", "lnln_ratios", "BENCHMARK_RESULTS", "benchmark_files", "benchmark_table", "speedups"]
