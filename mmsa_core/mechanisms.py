@@ -105,18 +105,21 @@ def _device(model) -> torch.device:
 
 
 @torch.no_grad()
-def _lnln_parts(model, data, plan, unk_id: int, batch_size: int = 256):
-    """Per sample: incomplete and complete embeddings (h_l, h_a, h_v), (c_l, c_a, c_v) of ``data`` under ``plan``."""
+def _lnln_parts(model, data, plan, unk_id: int, batch_size: int = 256, incomplete: bool = True, complete: bool = True):
+    """Per sample: incomplete and complete embeddings (h_l, h_a, h_v), (c_l, c_a, c_v) of ``data`` under ``plan``;
+    a part not asked for (``incomplete`` / ``complete`` False) is not computed and comes back as None."""
     dev = _device(model)
     model.eval()
     inc, com = [[], [], []], [[], [], []]
     for start in range(0, len(data), batch_size):
         idx = torch.arange(start, min(start + batch_size, len(data)))
         b = missing.apply(data.take(idx).to(dev), plan.take(idx), unk_id)
-        for acc, emb in ((inc, model.embed_batch(b)), (com, model.embed_batch(b.complete))):
-            for i in range(3):
-                acc[i].append(emb[i].float())
-    return tuple(torch.cat(x) for x in inc), tuple(torch.cat(x) for x in com)
+        for acc, want, batch in ((inc, incomplete, b), (com, complete, b.complete)):
+            if want:
+                for i, e in enumerate(model.embed_batch(batch)):
+                    acc[i].append(e.float())
+    return (tuple(torch.cat(x) for x in inc) if incomplete else None,
+            tuple(torch.cat(x) for x in com) if complete else None)
 
 
 # ----------------------------------------------------------------------------------------------- LNLN
@@ -128,17 +131,17 @@ def lnln_dmc(model, ds: MMSADataset, truth: dict) -> dict:
     test, train = ds["test"].data, ds["train"].data
     out = {}
     plan = missing.protocol_a(test, None, 0, 0, "test")  # the training distribution: every sample its own rate
-    (h_l, h_a, h_v), _ = _lnln_parts(model, test, plan, unk)
+    (h_l, h_a, h_v), _ = _lnln_parts(model, test, plan, unk, complete=False)
     w = model.completeness(h_l).cpu().numpy()
     out["spearman_w_vs_text_drop"] = spearman(w, plan.rates[:, 0].numpy())
     for r in (0.0, 0.5, 0.9):
-        (h, _, _), _ = _lnln_parts(model, test, missing.protocol_a(test, r, 0, 0, "test"), unk)
+        (h, _, _), _ = _lnln_parts(model, test, missing.protocol_a(test, r, 0, 0, "test"), unk, complete=False)
         out[f"w_at_r{r}"] = float(model.completeness(h).mean())
     # the proxy from COMPLETE audio and vision: what the generator makes of them, probed for the text sentiment
     feats = {}
     for split, data in (("train", train), ("test", test)):
         none = missing.protocol_a(data, 0.0, 0, 0, split)
-        _, (c_l, c_a, c_v) = _lnln_parts(model, data, none, unk)
+        _, (c_l, c_a, c_v) = _lnln_parts(model, data, none, unk, incomplete=False)
         feats[split] = {"proxy": model.proxy(c_a, c_v).mean(1).cpu().numpy(), "language": c_l.mean(1).cpu().numpy()}
     y_tr, y_te = truth["train"]["content_text"], truth["test"]["content_text"]
     out["proxy_text_sentiment_r2"] = ridge_r2(feats["train"]["proxy"], y_tr, feats["test"]["proxy"], y_te)

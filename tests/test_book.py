@@ -256,6 +256,12 @@ def test_what_the_appendix_says_of_the_frozen_minilm_holds():
     assert lm[0]["time_ratio_vs_features"] > 2 > 1.2 > max(lm[1]["time_ratio_vs_features"], lm[2]["time_ratio_vs_features"])
     table = book.text_paths([("text-cpu.json", r)])
     assert table.loc[("text-cpu.json", "lnln", "minilm-frozen"), "cache misses"] == lm[0]["cache_misses"]
+    # chapter 2 quotes the baseline's pair
+    ch2 = "\n".join(src(c) for c in read_nb(BOOK / "02_data_and_missingness.ipynb")["cells"] if c["cell_type"] == "markdown")
+    base = lm[2]
+    assert (f"MAE is {feat['baseline']['test_MAE_protocol_A_mean']:.3f} with the features and "
+            f"{base['test_MAE_protocol_A_mean']:.3f} through the frozen MiniLM") in " ".join(ch2.split())
+    assert all(x["test_MAE_protocol_A_mean"] > feat[x["model"]]["test_MAE_protocol_A_mean"] for x in lm)  # "rise as well"
 
 
 def test_benchmark_tables_read_the_files(tmp_path):
