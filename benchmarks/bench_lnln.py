@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -315,6 +316,7 @@ def summary(a, results: dict, device) -> dict:
               "data": f"synth --shape {a.shape}: {first['n_train']} training, {first['n_test']} test samples; "
                       f"evaluation at missing rate {EVAL_RATE}",
               "variants": list(results), "cpu_native_bf16": cpu_has_native_bf16(), "sdpa_backend": sdpa_backends(device),
+              "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")},  # glibc tunables
               **{k: first[k] for k in ("device", "threads", "torch", "params_total", "params_outside_text_encoder")}}
     for v, r in results.items():
         report[v] = {k: r[k] for k in ("train_step", "eval_step", "train_samples_per_s", "eval_samples_per_s",

@@ -233,6 +233,15 @@ def test_what_the_performance_appendix_says_holds():
     assert f"up to {bf['max_abs_pred_diff_bf16']:.4f}" in prose
     assert f"about {now['speedup_train_vs_authors'] * bf['speedup_train_bf16_vs_ours']:.1f}x" in prose
     assert f"{bf['ours-bf16']['epoch_peak_memory_mb'] / now['authors']['epoch_peak_memory_mb']:.2f} of the memory" in prose
+    mm = json.loads((book.BENCHMARK_RESULTS / "lnln-cpu-mmap.json").read_text())
+    assert mm["malloc_env"] == {"MALLOC_MMAP_THRESHOLD_": "131072"} and mm["device"] == now["device"]
+    for v in ("ours", "authors"):  # "falls from ... to ..."
+        assert f"from {now[v]['epoch_peak_memory_mb']:.0f} to {mm[v]['epoch_peak_memory_mb']:.0f} MB" in prose
+        assert mm[v]["epoch_peak_memory_mb"] < now[v]["epoch_peak_memory_mb"]
+    assert f"becomes\n  {mm['memory_ratio_vs_authors']:.2f}, still over" in prose and mm["memory_ratio_vs_authors"] > t["memory_ratio_vs_authors"]
+    assert (f"{mm['speedup_train_vs_authors']:.2f}x in training and {mm['speedup_eval_vs_authors']:.2f}x in evaluation"
+            in prose)
+    assert mm["speedup_eval_vs_authors"] < now["speedup_eval_vs_authors"]  # "also costs speed"
 
 
 def test_what_the_appendix_says_of_the_frozen_minilm_holds():
