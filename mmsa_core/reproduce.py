@@ -238,7 +238,9 @@ def _run_cells(cells, configs_, states, res, status, quiet, label, out) -> None:
 
     datasets: dict[str, object] = {}
     bar = tqdm(total=len(cells), desc=f"grid {label}", unit="cell", disable=quiet)
-    pending, wait = list(cells), False
+    # the models of one (protocol, seed) one after another: they draw the same missing-data plans, so a frozen
+    # text encoder's cache (models.text.FrozenStates) serves the later ones the sentences the first one encoded
+    pending, wait = sorted(cells, key=lambda c: (c.protocol, c.seed)), False
     while pending:
         taken = []  # cells another process holds: waited for in the next round
         for c in pending:
