@@ -395,9 +395,11 @@ def main():
     if "ours-bf16" in variants and not bf16_native:
         sys.exit("variant ours-bf16: CPU bf16 autocast needs a CPU with native bf16 (AVX512-BF16 or AMX); "
                  f"this {'is a GPU run (AMP is on by default)' if device.type != 'cpu' else 'CPU has neither'}")
+    t0 = time.perf_counter()
     synth.ensure(a.shape)  # generated once, before the children read it
-    results = {}
+    results, wall = {}, {}
     for v in variants:
+        t_v = time.perf_counter()
         cmd = [sys.executable, __file__, "--variant", v, "--batch", str(a.batch), "--eval-batch", str(a.eval_batch),
                "--encoder", a.encoder, "--shape", a.shape, "--repeats", str(a.repeats), "--warmup", str(a.warmup),
                "--threads", str(a.threads), "--device", a.device, "--quick-batches", str(a.quick_batches)]
@@ -406,8 +408,10 @@ def main():
         if out.returncode != 0:
             sys.exit(f"variant {v} failed:\n{out.stderr[-3000:]}")
         results[v] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{v}: done", file=sys.stderr)
+        wall[v] = round(time.perf_counter() - t_v, 1)
+        print(f"{v}: done in {wall[v]} s", file=sys.stderr)
     report = summary(a, results, device)
+    report["wall_s"] = {"total": round(time.perf_counter() - t0, 1), **wall}  # what the run took, per child
     if a.out != "-":
         path = Path(a.out or Path(__file__).resolve().parent.parent / "mmsa_core" / "reference" / "benchmarks" / f"lnln-{device.type}.json")
         path.write_text(json.dumps(report, indent=2, default=float) + "\n")

@@ -399,11 +399,13 @@ def rerun_atol(committed: dict, now: dict) -> float:
 
 
 def rerun_cell(results_dir, model: str, protocol: str, seed: int, out_dir=None, data: str | None = None,
-               device: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+               device: str | None = None, warn: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Re-run one cell of a committed grid with the cell's own configuration (``runs/<cell>/config.yaml``, else
     the copy in ``provenance.json``) into ``out_dir`` (a new temporary folder by default). Returns ``(new_records, committed_records)``, both read from CSV; compare
     them with :func:`compare_records` (``ignore=("commit", "device")`` across commits or machines).
-    ``data`` replaces the dataset path (a real-data grid committed on another machine)."""
+    ``data`` replaces the dataset path (a real-data grid committed on another machine). The embedded data, generated
+    here, may differ from the committed bytes (see :func:`rerun_atol`): ``warn`` logs it (the re-run's
+    ``provenance.json`` records its fingerprint either way)."""
     import tempfile
 
     from .experiment import load_dataset, run
@@ -435,9 +437,10 @@ def rerun_cell(results_dir, model: str, protocol: str, seed: int, out_dir=None, 
                              f"{ds.fingerprint}: not the same data")
         # the embedded data is generated here from its seed; only MiniLM's states of the text are float
         # computations, and another CPU's kernels may round them differently in the last bits
-        log.warning("%s: the embedded dataset generated on this machine (%s, fingerprint %s) differs from the "
-                    "committed run's (%s) in the last bits of its MiniLM text states; compare the records within "
-                    "a tolerance (rerun_atol), not bit for bit", cell.name, ds.path, ds.fingerprint, fp)
+        if warn:
+            log.warning("%s: the embedded dataset generated on this machine (%s, fingerprint %s) differs from the "
+                        "committed run's (%s) in the last bits of its MiniLM text states; compare the records within "
+                        "a tolerance (rerun_atol), not bit for bit", cell.name, ds.path, ds.fingerprint, fp)
     run(cfg, ds)
     new = read_csv(Path(cfg.train.out_dir) / "results.csv")
     rec = results_dir / "records.csv"

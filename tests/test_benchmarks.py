@@ -74,6 +74,7 @@ def test_benchmark_runs_end_to_end_on_small_data(tmp_path, mmsa_cache_dir):
     assert res.returncode == 0, res.stderr[-3000:]
     r = json.loads(out.read_text())
     assert r["benchmark"] == "lnln_step" and r["quick"] and r["variants"] == ["authors", "ours"]
+    assert set(r["wall_s"]) == {"total", "authors", "ours"} and r["wall_s"]["total"] >= r["wall_s"]["authors"] + r["wall_s"]["ours"]
     for v in ("authors", "ours"):
         e = r[v]["epoch"]
         assert e["train"]["batches_timed"] == 2 and e["train"]["extrapolated"] and e["train"]["samples_timed"] == 16

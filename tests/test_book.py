@@ -262,7 +262,7 @@ def test_what_the_appendix_says_of_the_frozen_minilm_holds():
     assert f"{lm[0]['cache_misses']} of the rows" in prose and f"({lm[1]['cache_misses']} new rows)" in prose
     assert lm[2]["cache_misses"] == 0 and "(none)" in prose
     assert lm[0]["cache_misses"] > 10 * lm[1]["cache_misses"]  # "the first model pays, the others hardly"
-    assert lm[0]["time_ratio_vs_features"] > 2 > 1.2 > max(lm[1]["time_ratio_vs_features"], lm[2]["time_ratio_vs_features"])
+    assert lm[0]["time_ratio_vs_features"] > 2 > 1.5 > max(lm[1]["time_ratio_vs_features"], lm[2]["time_ratio_vs_features"])
     table = book.text_paths([("text-cpu.json", r)])
     assert table.loc[("text-cpu.json", "lnln", "minilm-frozen"), "cache misses"] == lm[0]["cache_misses"]
     # chapter 2 quotes the baseline's pair

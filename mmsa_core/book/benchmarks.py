@@ -129,9 +129,8 @@ def lnln_ratios(files: list[tuple[str, dict]]) -> pd.DataFrame:
         for key, what in RATIOS.items():
             if r.get(key) is None:
                 continue
-            if key.startswith("memory_ratio") and not windowed:
-                what = what.replace("peak memory over the training and evaluation epochs", "peak memory of the whole process")
-                what = what.replace("epoch peak memory", "peak memory of the whole process")
+            if key.startswith("memory_ratio") and not windowed:  # "<measure>: <ratio>", the measure replaced
+                what = "peak memory of the whole process: " + what.split(": ", 1)[1]
             target, ceiling = r.get("targets", {}).get(key), is_ceiling(key)
             met = None if target is None else bool(r[key] <= target if ceiling else r[key] >= target)
             rows.append({"file": f, "ratio": what, "key": key, "measured": round(float(r[key]), 3),
