@@ -24,11 +24,12 @@ from mmsa_core import book
 from mmsa_core.experiment import run
 from mmsa_core.models.text import frozen_states
 
-MINILM = {"kind": "pretrained", "name_or_path": "minilm", "finetune": False}
+MINILM = {"kind": "pretrained", "name_or_path": "minilm", "finetune": False}  # what the default presets read
+FEATURES = {"kind": "features"}  # the pickle's precomputed states, set explicitly: the presets no longer read them
 
 
-def one_run(model: str, text: dict | None, epochs: int | None, folder: str) -> dict:
-    cfg = book.config(model, epochs=epochs, device="cpu", model_config={"text": text} if text else None)
+def one_run(model: str, text: dict, epochs: int | None, folder: str) -> dict:
+    cfg = book.config(model, epochs=epochs, device="cpu", model_config={"text": text})
     cfg.train.out_dir = folder
     cache = frozen_states("minilm")
     hits, misses = cache.hits, cache.misses
@@ -37,7 +38,8 @@ def one_run(model: str, text: dict | None, epochs: int | None, folder: str) -> d
     wall = time.perf_counter() - t0
     a = rec[(rec["protocol"] == "A") & (rec["setting"] == "rate")]
     mean = lambda m: float(a.loc[a["metric"] == m, "value"].mean())  # noqa: E731
-    return {"model": model, "text": "minilm-frozen" if text else "features", "cache": bool(text and text.get("cache", True)),
+    return {"model": model, "text": "features" if text["kind"] == "features" else "minilm-frozen",
+            "cache": text["kind"] != "features" and text.get("cache", True),
             "epochs": cfg.train.epochs, "wall_s": round(wall, 2), "cache_hits": cache.hits - hits,
             "cache_misses": cache.misses - misses, "cache_mb": round(cache.bytes / 2**20, 1),
             "test_MAE_protocol_A_mean": round(mean("MAE"), 4), "test_Acc2_protocol_A_mean": round(mean("Acc-2 non-0"), 4)}
@@ -53,7 +55,7 @@ def main():
     models = a.models.split(",")
     runs = []
     with tempfile.TemporaryDirectory() as d:
-        for text in [None, MINILM] + ([{**MINILM, "cache": False}] if a.no_cache else []):
+        for text in [FEATURES, MINILM] + ([{**MINILM, "cache": False}] if a.no_cache else []):
             for m in models:
                 runs.append(one_run(m, text, a.epochs, f"{d}/{m}-{len(runs)}"))
                 print(runs[-1], flush=True)
