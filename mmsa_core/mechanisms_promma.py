@@ -46,7 +46,7 @@ import torch
 
 from . import metrics, missing
 from .metrics import spearman
-from .config import load_config
+from .config import from_dict, load_config
 from .data.mmsa import MMSADataset
 from .evaluate import predict
 from .models import build_model, get_model_class
@@ -97,7 +97,8 @@ def train_variants(ds: MMSADataset, seed: int, names=tuple(ABLATION), preset: st
             _set_rng_state(rng0)
             model_name, over = VARIANTS[name]
             cfg_cls, _ = get_model_class(model_name)
-            built[name] = build_model(model_name, cfg_cls(**{**rc.model_config, **(model_config or {}), **over}), ds.spec)
+            mcfg = from_dict(cfg_cls, {**rc.model_config, **(model_config or {}), **over}, f"{preset} ({name})")
+            built[name] = build_model(model_name, mcfg, ds.spec)  # from_dict: nested sections (text) become dataclasses
         first = built[names[0]]
         pre, adapt = first.stages(t)
         pre.prepare(first)

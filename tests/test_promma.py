@@ -19,7 +19,7 @@ import torch
 
 from mmsa_core import missing
 from mmsa_core.config import PRESETS_DIR as CONFIG_DIR
-from mmsa_core.config import TrainConfig
+from mmsa_core.config import TrainConfig, from_dict
 from mmsa_core.data.mmsa import Batch, DataSpec
 from mmsa_core.evaluate import sweep
 from mmsa_core.models import build_model
@@ -390,7 +390,7 @@ def short_runs(synth_ds):
     with tempfile.TemporaryDirectory() as tmp:
         set_seed(SEED, deterministic=True)
         rc = load_config(CONFIG_DIR / "promma_default.yaml")
-        proto = build_model("promma", ProMMAConfig(**rc.model_config), synth_ds.spec)
+        proto = build_model("promma", from_dict(ProMMAConfig, rc.model_config), synth_ds.spec)
         stages = proto.stages(replace(rc.train, seed=SEED))
         stages[0].prepare(proto)
         t0 = time.perf_counter()
@@ -401,7 +401,7 @@ def short_runs(synth_ds):
         for name in ("promma", "mplmm"):
             rc = load_config(CONFIG_DIR / f"{name}_default.yaml")
             set_seed(SEED, deterministic=True)
-            model = build_model(name, (MPLMMConfig if name == "mplmm" else ProMMAConfig)(**rc.model_config), synth_ds.spec)
+            model = build_model(name, from_dict(MPLMMConfig if name == "mplmm" else ProMMAConfig, rc.model_config), synth_ds.spec)
             own = model.state_dict()
             model.load_state_dict({k: v for k, v in pre_state.items() if k in own})
             st = model.stages(replace(rc.train, seed=SEED))[1]
