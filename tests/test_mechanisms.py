@@ -37,11 +37,12 @@ def test_chapter_6_completeness_and_proxy(mech):
     for v in VARIANTS:
         m = mech[v]["lnln_dmc"]["mean"]
         assert -0.95 < m["spearman_w_vs_text_drop"] < -0.85, v  # w ranks the samples by their true text damage
-        assert m["w_at_r0.0"] > 0.95 and m["w_at_r0.9"] > 0.4, v  # ... but is compressed at heavy damage
+        assert m["w_at_r0.0"] > 0.95 and 0.45 < m["w_at_r0.9"] < 0.55, v  # ... but compressed: "near 0.5" at r = 0.9
         assert m["h_d_to_c_l_at_r0.7"] < 0.5 * m["h_l_to_c_l_at_r0.7"], v  # the correction moves h_l towards c_l
     red, comp = mech["redundant"]["lnln_dmc"]["mean"], mech["complementary"]["lnln_dmc"]["mean"]
     assert red["proxy_text_sentiment_r2"] > 0.5 * red["recoverable_text_sentiment_r2"] > 0.1  # most of what is there
-    assert red["proxy_text_sentiment_r2"] > red["language_text_sentiment_r2"]
+    # "about as much of it in h_p as in the complete language summary: R² 0.22 against 0.23"
+    assert round(red["proxy_text_sentiment_r2"], 2) == 0.22 and round(red["language_text_sentiment_r2"], 2) == 0.23
     assert comp["recoverable_text_sentiment_r2"] < 0.1 and comp["proxy_text_sentiment_r2"] < 0.05  # nothing to find
 
 
@@ -51,8 +52,13 @@ def test_chapter_7_reconstructor(mech):
         for mod in ("text", "audio", "vision"):
             assert m[f"{mod}.error"] < m[f"{mod}.error_as_is"], (v, mod)  # better than doing nothing
             assert abs(m[f"{mod}.spearman_error_vs_predictability"]) < 0.15, (v, mod)  # but blind to predictability
-    assert mech["redundant"]["lnln_reconstructor"]["mean"]["text.error"] < \
-        mech["complementary"]["lnln_reconstructor"]["mean"]["text.error"]
+    red, comp = mech["redundant"]["lnln_reconstructor"]["mean"], mech["complementary"]["lnln_reconstructor"]["mean"]
+    mods = ("text", "audio", "vision")
+    assert all(red[f"{mod}.error"] < comp[f"{mod}.error"] for mod in mods)  # better on redundant, every modality
+    # "most clearly for the audio (error 0.101 against 0.142)", in difference and in ratio
+    assert max(mods, key=lambda mod: comp[f"{mod}.error"] - red[f"{mod}.error"]) == "audio"
+    assert min(mods, key=lambda mod: red[f"{mod}.error"] / comp[f"{mod}.error"]) == "audio"
+    assert round(red["audio.error"], 3) == 0.101 and round(comp["audio.error"], 3) == 0.142
 
 
 def test_entry_means_and_stds_are_the_per_seed_numbers():
@@ -244,15 +250,31 @@ def test_what_chapter_7_says_of_the_lnln_ablation_holds(mech):
     seeds = {v: {r: [mech[v]["lnln_ablation"]["per_seed"][s][r]["MAE"] for s in ("1111", "1112", "1113")]
                  for r in ("LNLN", *M.LNLN_ABLATION_ROWS)} for v in VARIANTS}
     gap = lambda v, r: mae[v][r][0] - mae[v]["LNLN"][0]  # noqa: E731
-    assert round(gap("redundant", "ALMT-like (all off)"), 3) == 0.014 and round(gap("complementary", "ALMT-like (all off)"), 3) == 0.022
-    assert round(gap("redundant", "without DMC"), 3) == 0.006 and round(gap("complementary", "without DMC"), 3) == 0.027
-    wins = lambda v, r: sum(a < b for a, b in zip(seeds[v]["LNLN"], seeds[v][r]))  # noqa: E731
-    assert wins("redundant", "ALMT-like (all off)") == 2 and wins("complementary", "ALMT-like (all off)") == 2
-    assert wins("redundant", "without DMC") == 3 and wins("complementary", "without DMC") == 2
-    rec = seeds["redundant"]["without reconstructor"]
-    full = seeds["redundant"]["LNLN"]
-    assert round(full[0] - rec[0], 3) == 0.056 and all(0.01 < rec[k] - full[k] < 0.014 for k in (1, 2))
-    assert gap("redundant", "without reconstructor") < 0 < gap("complementary", "without reconstructor")
-    for v in VARIANTS:  # the smallest spread between seeds of the four rows
-        assert min(mae[v], key=lambda r: mae[v][r][1]) == "without reconstructor", v
-        assert max(abs(g) for g in (gap(v, r) for r in M.LNLN_ABLATION_ROWS)) < 0.03, v
+    # ALMT-like "lowers the MAE by 0.005 ... and by 0.026"; without DMC "raises it by 0.003 ... lowers it by 0.024"
+    assert round(gap("redundant", "ALMT-like (all off)"), 3) == -0.005 and round(gap("complementary", "ALMT-like (all off)"), 3) == -0.026
+    assert round(gap("redundant", "without DMC"), 3) == 0.003 and round(gap("complementary", "without DMC"), 3) == -0.024
+    won = lambda v, r: [s for s, a, b in zip((1111, 1112, 1113), seeds[v]["LNLN"], seeds[v][r]) if a < b]  # noqa: E731
+    for v in VARIANTS:  # better for one of the three seeds on each variant (seed 1112)
+        assert won(v, "ALMT-like (all off)") == [1112] and won(v, "without DMC") == [1112], v
+    # complementary: seed 1111 of the full model is the worst of the twelve runs and puts the full model last there;
+    # over seeds 1112 and 1113 the full model has the lowest mean of the four rows
+    comp = seeds["complementary"]
+    assert round(comp["LNLN"][0], 3) == 1.021 and comp["LNLN"][0] == max(x for row in comp.values() for x in row)
+    assert max(mae["complementary"], key=lambda r: mae["complementary"][r][0]) == "LNLN"
+    assert min(comp, key=lambda r: np.mean(comp[r][1:])) == "LNLN"
+    # "0.845 against 0.842 ... (better by 0.017 for seed 1111, worse by 0.024 and 0.002 for the other two) and 0.952
+    # against 0.969 on the complementary one (better by 0.058 for seed 1111, worse by 0.006 and 0.001 ...)"
+    for v, means, diffs in (("redundant", (0.845, 0.842), (0.017, -0.024, -0.002)),
+                            ("complementary", (0.952, 0.969), (0.058, -0.006, -0.001))):
+        assert (round(mae[v]["without reconstructor"][0], 3), round(mae[v]["LNLN"][0], 3)) == means, v
+        full, rec = seeds[v]["LNLN"], seeds[v]["without reconstructor"]
+        assert tuple(round(f - r, 3) for f, r in zip(full, rec)) == diffs, v
+    # spreads: without reconstructor 0.009 and 0.011, full model 0.016 and 0.045; the smallest of the four rows on the
+    # redundant variant; on the complementary one the row without DMC varies least (0.004)
+    assert [round(mae[v]["without reconstructor"][1], 3) for v in ("redundant", "complementary")] == [0.009, 0.011]
+    assert [round(mae[v]["LNLN"][1], 3) for v in ("redundant", "complementary")] == [0.016, 0.045]
+    assert min(mae["redundant"], key=lambda r: mae["redundant"][r][1]) == "without reconstructor"
+    assert min(mae["complementary"], key=lambda r: mae["complementary"][r][1]) == "without DMC"
+    assert round(mae["complementary"]["without DMC"][1], 3) == 0.004
+    for v in VARIANTS:  # "no gap is larger than the full model's spread between seeds"
+        assert max(abs(gap(v, r)) for r in M.LNLN_ABLATION_ROWS) < mae[v]["LNLN"][1], v
