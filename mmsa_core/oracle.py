@@ -14,8 +14,9 @@ NOT know the latents. From the corrupted inputs it reads one statistic per modal
 and returns ``clip(E[y | statistics], -3, 3)``, the posterior median of the label, which minimises the expected
 absolute error (the label's 0.2 rounding aside). It knows each sample's redundancy, which models can only estimate
 from the congruence cue. It is the best prediction from what SURVIVES the corruption: a model that reads the
-precomputed contextual text features can still see dropped words through their neighbours' states, and at the
-highest protocol-A rates some models of the grid match or beat it (measured: chapter 9).
+precomputed contextual text features (``text.kind=features``) can still see dropped words through their
+neighbours' states, and with them some models of an earlier grid beat it at the highest protocol-A rates; through
+the token ids (the default presets) no model of the grid beats it at any rate or mode (chapters 8-9).
 """
 
 from __future__ import annotations

@@ -434,7 +434,9 @@ def test_what_chapter_11_says_holds():
     fresh = d.loc[labels["corruption"]]
     assert d["MAE"].abs().idxmax() == labels["corruption"]
     assert fresh["MAE"] < 0 and fresh["Corr"] > 0 and (fresh.drop(["MAE", "Corr"]) > 0).all()  # every metric better
-    assert d.loc[labels["masks"], "MAE"] >= 0 and d.loc[labels["grl"], "MAE"] >= 0  # no help here
+    assert round(d.loc[labels["masks"], "MAE"], 3) == -0.017  # "masks help a little: MAE 0.017 lower,
+    assert d["MAE"].abs().dropna().sort_values().index[-2] == labels["masks"]  # the second largest step"
+    assert round(d.loc[labels["grl"], "MAE"], 3) == -0.003  # "the gradient reversal barely moves it (0.003)"
     assert d.loc[labels["valid"], "MAE"] > 0  # the test set's optimism removed
     assert t["MAE"].iloc[0] > t["MAE"].iloc[-1]  # the authors' protocol ends behind ours
 

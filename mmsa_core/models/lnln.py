@@ -181,7 +181,8 @@ def lnln_preset(name: str) -> LNLNConfig:
         "mosei": replace(paper, fusion_depth=4),
         "sims": replace(paper, fusion_depth=4, beta=0.6,
                         text=TextEncoderConfig(kind="pretrained", name_or_path="bert-base-chinese")),
-        "default": LNLNConfig(),
+        # the embedded dataset: our sizes, the token ids read by the packaged MiniLM, frozen (lnln_default.yaml)
+        "default": LNLNConfig(text=TextEncoderConfig(kind="pretrained", name_or_path="minilm", finetune=False)),
     }
     if name not in presets:
         raise ValueError(f"unknown LNLN preset {name!r}; expected one of {sorted(presets)}")
