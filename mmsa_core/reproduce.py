@@ -383,9 +383,10 @@ def compare_records(a: pd.DataFrame, b: pd.DataFrame, ignore=(), atol: float = 0
 # how far a re-run's metric values may lie from the committed ones on another machine (absolute, per value): another
 # CPU may sum floats in another order (and round the embedded data's MiniLM states otherwise), and such differences
 # could grow over 20 epochs. A margin, not a guarantee. Measured on an AMD EPYC with AVX-512 (whose embedded data
-# differed from the committed bytes) against the redundant grid, protocol A, seed 1111: the baseline's cell within
-# 1.1e-7, ProMMA's within 0.013, but LNLN's only within 0.26 (it selected epoch 16, not 12): a training that
-# amplifies the last bits until it picks another epoch fails this check, and the check says so
+# differed from the committed bytes) against the redundant grid of the features-reading presets (before 1f1ca40),
+# protocol A, seed 1111: the baseline's cell within 1.1e-7, ProMMA's within 0.013, but LNLN's only within 0.26 (it
+# selected epoch 16, not 12): a training that amplifies the last bits until it picks another epoch fails this check,
+# and the check says so. Not yet re-measured with the MiniLM-reading presets
 ACROSS_MACHINES_ATOL = 0.02
 
 

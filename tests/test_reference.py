@@ -181,9 +181,10 @@ def test_what_chapters_8_and_9_say_holds():
     assert (rates.drop("oracle")[0.0] - rates.loc["oracle", 0.0]).min() > 0.2  # far from the oracle on complete input
     r0 = all_rates.drop("oracle", level="model")[0.0].drop(["lnln_authors", "mplmm_authors"], level="model")
     assert (round(r0.min(), 2), round(r0.max(), 2)) == (0.68, 0.76)  # "our five models at about 0.68 to 0.76"
-    # no leak through the token ids: no model beats the oracle at any rate, nor under any mode
-    assert (all_rates.drop("oracle", level="model") > all_rates.xs("oracle", level="model", drop_level=False)
-            .droplevel("model").reindex(all_rates.drop("oracle", level="model").index.get_level_values(1)).values).all().all()
+    # no leak through the token ids: no model beats the oracle (of its training protocol) at any rate, nor any mode
+    oracle_rates = all_rates.xs("oracle", level="model")
+    for (model, proto), row in all_rates.drop("oracle", level="model").iterrows():
+        assert (row > oracle_rates.loc[proto]).all(), (model, proto)
     assert at9.drop("oracle").idxmin() == "almt" and round(at9["almt"] - at9["oracle"], 2) == 0.03  # "0.03 above it"
     modes = R.mode_table(red, "MAE", train_protocols=["B"], numeric=True).droplevel("train_protocol")
     with_l = [m for m in modes.columns if "l" in m]
@@ -213,7 +214,6 @@ def test_what_chapters_8_and_9_say_holds():
     for proto, (lo, hi) in (("B", (0.86, 0.89)), ("A", (0.92, 0.97))):  # "within 0.04 (0.86 to 0.89) ... 0.92 to 0.97"
         x = ours.xs(proto, level="train_protocol")
         assert (round(x.min(), 2), round(x.max(), 2)) == (lo, hi), proto
-    assert ours.xs("B", level="train_protocol").pipe(lambda x: x.max() - x.min()) < 0.04
     for proto in ("A", "B"):  # "the late-fusion baseline again has the lowest MAE under both training protocols"
         assert ours.xs(proto, level="train_protocol").idxmin() == "baseline", proto
     assert abs(b["promma"] - b["mplmm"]) < 0.002 and round(b["lnln"] - b["promma"], 3) == 0.007
